@@ -1,0 +1,30 @@
+# Every target works from a fresh clone: `install` builds .venv once (stamp file), the rest depend on it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARD_WORKERS ?= 2
+
+.PHONY: install test shards bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+shards: install
+	$(BIN)/handclr sample-data --out shards/sample-data
+	$(BIN)/handclr shard --recipe shards/sample.yaml --root shards/sample-data --out shards/sample --workers $(SHARD_WORKERS)
+	$(BIN)/handclr verify shards/sample --deep
+
+bench: install
+	$(BIN)/python benchmarks/sharding.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-data benchmarks/results

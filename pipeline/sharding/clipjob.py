@@ -1,0 +1,273 @@
+"""Turn one clip into shard samples: annotate, fill boxes, decode, crop, encode, chunk, pack members.
+
+Runs inside a worker process; everything it needs travels in the (picklable) source, clip and options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import zstandard
+
+from pipeline.errors import AnnotationError, SkipCounter
+from pipeline.geometry import apply_box, apply_points, mirror_camera, mirror_mano_pose, mirror_transform
+from pipeline.sharding.frames import Crop, FrameError, crop_hand, decode_image, encode_jpeg, is_jpeg, read_file
+from pipeline.sharding.options import ShardOptions
+from pipeline.sources.base import Clip, Frame, Source
+from pipeline.sources.boxes import box_problem, interpolate_boxes
+from pipeline.sources.doh100 import safe_id
+
+SCHEMA_VERSION = 1
+LABEL_FIELDS = {"kp2d": (21, 2), "kp3d": (21, 3), "K": (3, 3), "mano_pose": (48,), "mano_shape": (10,)}
+
+
+def aug_seed(seed: int, dataset: str, sequence: str) -> int:
+    """63-bit per-sequence seed from a stable hash: independent of shard order, workers and parts."""
+    digest = hashlib.blake2b(f"{seed}\x00{dataset}\x00{sequence}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def sample_digest(members: dict[str, bytes]) -> str:
+    """sha256 over a sample's members in name order (name, length, bytes): the manifest checksum."""
+    h = hashlib.sha256()
+    for name in sorted(members):
+        h.update(f"{name}\x00{len(members[name])}\x00".encode())
+        h.update(members[name])
+    return h.hexdigest()
+
+
+def sample_key(dataset: str, sequence: str, view: int, chunk: int) -> str:
+    return f"{dataset}-{safe_id(sequence)}-{view}-{chunk}"
+
+
+@dataclass
+class StoredFrame:
+    frame: Frame
+    jpeg: bytes
+    size: tuple[int, int]  # stored height, width
+    crop_box: list[float]
+    hand_box: list[float]
+    fill: float
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    key: str
+    members: dict[str, bytes]
+    row: dict  # manifest row without the shard name
+
+
+@dataclass
+class ClipResult:
+    samples: list[Sample]
+    counter: SkipCounter
+    frames_in: int
+
+
+def _annotate(source: Source, clip: Clip, counter: SkipCounter) -> list[Frame]:
+    kept = []
+    for frame in clip.frames:
+        try:
+            source.annotate(clip, frame)
+        except AnnotationError as exc:
+            counter.skip(exc.reason, str(exc), frames=1)
+            continue
+        if frame.box is not None and not frame.box_normalized:
+            problem = box_problem(frame.box, 1 << 30, 1 << 30)
+            if problem:
+                counter.skip(problem, f"{frame.image or clip.video}#{frame.index}: box {frame.box}", frames=1)
+                continue
+        kept.append(frame)
+    return kept
+
+
+def _fill_boxes(clip: Clip, frames: list[Frame], counter: SkipCounter) -> list[Frame]:
+    if clip.passthrough:
+        return frames
+    boxes = interpolate_boxes([f.index for f in frames], [f.box for f in frames])
+    if frames and boxes[0] is None:
+        counter.skip("no_hand_box", f"{clip.dataset}/{clip.sequence}: no frame has a hand box",
+                     frames=len(frames), clips=1)
+        return []
+    for f, b in zip(frames, boxes):
+        f.box = b
+    return frames
+
+
+def _pixels(clip: Clip, frames: list[Frame], counter: SkipCounter) -> Iterator[tuple[Frame, bytes | None,
+                                                                                    np.ndarray | None]]:
+    """(frame, original bytes or None, pixels or None) in clip order; video frames decoded sequentially."""
+    if clip.video is None:
+        for frame in frames:
+            try:
+                data = read_file(frame.image)
+                yield frame, data, decode_image(data, frame.image)
+            except FrameError as exc:
+                counter.skip(exc.reason, str(exc), frames=1)
+        return
+    from pipeline.sources.video import SequentialVideo, VideoError
+
+    try:
+        video = SequentialVideo(clip.video)
+    except VideoError as exc:
+        counter.skip("video_unreadable", str(exc), frames=len(frames), clips=1)
+        return
+    for frame in frames:
+        try:
+            yield frame, None, video.read(frame.video_index)
+        except VideoError as exc:
+            counter.skip(exc.reason, str(exc), frames=1)
+
+
+def _store(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray, opts: ShardOptions,
+           counter: SkipCounter) -> StoredFrame | None:
+    h, w = img.shape[:2]
+    mirror = clip.side == "left"
+    where = f"{frame.image or clip.video}#{frame.index}"
+    if clip.passthrough and not mirror and data is not None and is_jpeg(data):
+        T0 = T = np.eye(3)
+        jpeg, size, crop_box, fill = data, (h, w), [0.0, 0.0, float(w), float(h)], 0.0
+        hand_box = [0.0, 0.0, float(w), float(h)]
+    else:
+        box = frame.box if not clip.passthrough else (0.0, 0.0, float(w), float(h))
+        if frame.box_normalized:
+            box = (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
+        problem = box_problem(box, w, h)
+        if problem:
+            counter.skip(problem, f"{where}: box {tuple(round(v, 1) for v in box)} on a {w}x{h} image", frames=1)
+            return None
+        context, out_size = (1.0, w) if clip.passthrough else (opts.context, opts.store_size)
+        crop: Crop = crop_hand(img, box, context, out_size, opts.fill_value)
+        pixels, T0 = crop.pixels, crop.transform
+        T = mirror_transform(out_size) @ T0 if mirror else T0
+        if mirror:
+            pixels = np.ascontiguousarray(pixels[:, ::-1])
+        jpeg, size, crop_box, fill = encode_jpeg(pixels, opts.quality), pixels.shape[:2], crop.crop_box, crop.fill
+        hand_box = apply_box(T, box)
+    stored = StoredFrame(frame, jpeg, (int(size[0]), int(size[1])), crop_box, hand_box, fill)
+    if frame.labels is not None and not frame.labels.empty():
+        stored.labels = _transform_labels(frame, T0, T, mirror, size[1])
+    return stored
+
+
+def _transform_labels(frame: Frame, T0: np.ndarray, T: np.ndarray, mirror: bool,
+                      width: int) -> dict[str, np.ndarray]:
+    """Labels in stored-crop terms: 2D by the crop map T, K' = T0 K (then the mirrored camera for left
+    hands, with 3D points and MANO pose mirrored to match)."""
+    lab = frame.labels
+    out: dict[str, np.ndarray] = {}
+    kp3d = lab.kp3d
+    if lab.K is not None:
+        out["K"] = T0 @ lab.K
+        if mirror:
+            out["K"], kp3d = mirror_camera(out["K"], kp3d, width)
+    elif mirror and kp3d is not None:
+        kp3d = kp3d * np.array([-1.0, 1.0, 1.0])
+    if kp3d is not None:
+        out["kp3d"] = kp3d
+    if lab.kp2d is not None:
+        out["kp2d"] = apply_points(T, lab.kp2d)
+    if lab.mano_pose is not None:
+        out["mano_pose"] = mirror_mano_pose(lab.mano_pose) if mirror else np.asarray(lab.mano_pose)
+    if lab.mano_shape is not None:
+        out["mano_shape"] = np.asarray(lab.mano_shape)
+    return out
+
+
+def chunk_bounds(n: int, chunk_frames: int) -> list[tuple[int, int]]:
+    """Split n frames into ceil(n / chunk_frames) chunks of balanced length (no short tail chunk)."""
+    parts = max(1, math.ceil(n / chunk_frames))
+    edges = [round(i * n / parts) for i in range(parts + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(parts)]
+
+
+def pack_labels(frames: list[StoredFrame]) -> bytes | None:
+    """zstd-compressed .npz of per-frame label arrays (NaN where a frame lacks the field)."""
+    present = sorted({k for f in frames for k in f.labels})
+    if not present:
+        return None
+    arrays = {"labelled": np.array([bool(f.labels) for f in frames])}
+    for name in present:
+        arr = np.full((len(frames),) + LABEL_FIELDS[name], np.nan, dtype=np.float32)
+        for i, f in enumerate(frames):
+            if name in f.labels:
+                arr[i] = f.labels[name]
+        arrays[name] = arr
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return zstandard.ZstdCompressor(level=3).compress(buf.getvalue())
+
+
+def unpack_labels(data: bytes) -> dict[str, np.ndarray]:
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _sample(clip: Clip, frames: list[StoredFrame], chunk: int, n_chunks: int, opts: ShardOptions,
+            source_root: str) -> Sample:
+    key = sample_key(clip.dataset, clip.sequence, clip.view, chunk)
+    offsets, pos = [], 0
+    for f in frames:
+        offsets.append(pos)
+        pos += len(f.jpeg)
+    seed = aug_seed(opts.seed, clip.dataset, clip.sequence)
+    meta = {
+        "schema": SCHEMA_VERSION, "key": key, "dataset": clip.dataset, "sequence": clip.sequence,
+        "view": clip.view, "chunk": chunk, "n_chunks": n_chunks, "side": clip.side,
+        "mirrored": clip.side == "left", "fps": clip.fps, "aug_seed": seed, "store_size": opts.store_size,
+        "passthrough": clip.passthrough, "fill_value": opts.fill_value, "source_root": source_root,
+        "mano_flat_hand_mean": clip.mano_flat_hand_mean, "flags": clip.flags,
+        "frames": {
+            "source_id": [f.frame.source_id for f in frames],
+            "index": [f.frame.index for f in frames],
+            "time": [f.frame.index / clip.fps if clip.fps else None for f in frames],
+            "offset": offsets, "length": [len(f.jpeg) for f in frames],
+            "size": [list(f.size) for f in frames],
+            "crop_box": [[round(v, 3) for v in f.crop_box] for f in frames],
+            "hand_box": [[round(v, 3) for v in f.hand_box] for f in frames],
+            "fill": [round(f.fill, 6) for f in frames],
+            "labelled": [bool(f.labels) for f in frames],
+            "flags": [f.frame.flags for f in frames],
+        },
+    }
+    members = {"json": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode(),
+               "jpgs": b"".join(f.jpeg for f in frames)}
+    labels = pack_labels(frames)
+    if labels is not None:
+        members["labels"] = labels
+    row = {"key": key, "dataset": clip.dataset, "sequence": clip.sequence, "view": clip.view, "chunk": chunk,
+           "n_frames": len(frames), "labelled_frames": sum(bool(f.labels) for f in frames), "fps": clip.fps,
+           "side": clip.side, "bytes": sum(len(v) for v in members.values()), "sha256": sample_digest(members),
+           "aug_seed": seed, "source_root": source_root}
+    return Sample(key, members, row)
+
+
+def process_clip(source: Source, clip: Clip, opts: ShardOptions, min_frames: int) -> ClipResult:
+    """All samples of one clip plus the counted skips of its frames; frames in = written + skipped."""
+    counter = SkipCounter(strict=opts.strict)
+    frames = _fill_boxes(clip, _annotate(source, clip, counter), counter)
+    stored: list[StoredFrame] = []
+    for frame, data, img in _pixels(clip, frames, counter):
+        kept = _store(clip, frame, data, img, opts, counter)
+        if kept is not None:
+            stored.append(kept)
+    if not stored:
+        if not sum(counter.clips.values()):
+            counter.skip("no_usable_frame", f"{clip.dataset}/{clip.sequence}/{clip.view}", clips=1)
+        return ClipResult([], counter, len(clip.frames))
+    if len(stored) < min_frames:
+        counter.skip("too_short", f"{clip.dataset}/{clip.sequence}/{clip.view}: {len(stored)} usable frames "
+                     f"< min_frames {min_frames}", frames=len(stored), clips=1)
+        return ClipResult([], counter, len(clip.frames))
+    bounds = chunk_bounds(len(stored), opts.chunk_frames)
+    root = str(source.root)
+    samples = [_sample(clip, stored[a:b], c, len(bounds), opts, root) for c, (a, b) in enumerate(bounds)]
+    return ClipResult(samples, counter, len(clip.frames))

@@ -1,0 +1,86 @@
+"""Per-frame pixel work of the sharder: decode, square hand crop, mirror, JPEG encode."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import simplejpeg
+
+from pipeline.geometry import crop_transform
+
+
+class FrameError(Exception):
+    """A frame cannot be used; `reason` is the skip reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """RGB uint8 pixels of a JPEG (simplejpeg, libjpeg-turbo) or any format cv2 reads (PNG)."""
+    if is_jpeg(data):
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError as exc:
+            raise FrameError("image_undecodable", f"{where}: corrupt or truncated JPEG ({exc})") from exc
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FrameError("image_undecodable", f"{where}: corrupt, truncated or unknown image format")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise FrameError("image_missing", f"{path}: missing") from exc
+    except OSError as exc:
+        raise FrameError("image_unreadable", f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(img), quality=quality, colorspace="RGB")
+
+
+@dataclass
+class Crop:
+    pixels: np.ndarray  # size x size x 3 uint8
+    transform: np.ndarray  # 3x3 source pixels -> stored pixels
+    crop_box: list[float]  # square region in source pixels
+    fill: float  # fraction of the crop that lies outside the source image
+
+
+def square_crop_region(box: tuple[float, float, float, float], context: float) -> tuple[int, int, int]:
+    """Integer square (x0, y0, side) centred on the box, side = context x the box's longer side.
+
+    Integer alignment lets the crop be a slice plus one area resize: exact, and no resampling twice.
+    """
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    side = max(1, math.ceil(context * max(box[2] - box[0], box[3] - box[1])))
+    return math.floor(cx - side / 2.0), math.floor(cy - side / 2.0), side
+
+
+def crop_hand(img: np.ndarray, box, context: float, size: int, fill_value: int) -> Crop:
+    """Square crop around the hand box resized to size x size; out-of-image parts take `fill_value`."""
+    h, w = img.shape[:2]
+    x0, y0, side = square_crop_region(box, context)
+    x1, y1 = x0 + side, y0 + side
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    inside = max(0, sx1 - sx0) * max(0, sy1 - sy0)
+    region = img[sy0:max(sy0, sy1), sx0:max(sx0, sx1)]
+    if inside < side * side:
+        region = cv2.copyMakeBorder(region, sy0 - y0, y1 - max(sy0, sy1), sx0 - x0, x1 - max(sx0, sx1),
+                                    cv2.BORDER_CONSTANT, value=(fill_value,) * 3)
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    pixels = cv2.resize(region, (size, size), interpolation=interp) if side != size else region
+    return Crop(pixels, crop_transform(x0, y0, side, size), [float(x0), float(y0), float(x1), float(y1)],
+                1.0 - inside / float(side * side))

@@ -1,0 +1,155 @@
+"""Atomic, resumable shard writing with webdataset's TarWriter.
+
+Each shard is written as `shard-NNNNNN.tar.tmp`, fsynced and renamed; then a sidecar
+`.index/shard-NNNNNN.json` records its manifest rows, where the plan continues (clip, sample) and the
+cumulative counts of completed clips. A shard is complete when its sidecar exists and its tar has the
+recorded size; a re-run keeps the leading complete shards and continues from the last sidecar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import webdataset as wds
+
+from pipeline.errors import HandclrError
+
+INDEX_DIR = ".index"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+class _HashingFile:
+    """File wrapper that hashes and counts what goes through it (so the shard is read once: while written)."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "wb")
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class ResumeState:
+    next_shard: int = 0
+    next_clip: int = 0
+    skip_samples: int = 0  # samples of `next_clip` already written
+    rows: list[dict] = field(default_factory=list)
+    shards: list[dict] = field(default_factory=list)
+    stats: dict | None = None
+
+
+def load_resume_state(out: Path, plan_id: str) -> ResumeState:
+    """Leading complete shards of a previous run of the same plan; everything after them is removed."""
+    state = ResumeState()
+    index = out / INDEX_DIR
+    while True:
+        side = index / f"shard-{state.next_shard:06d}.json"
+        tar = out / shard_name(state.next_shard)
+        if not side.exists() or not tar.exists():
+            break
+        record = json.loads(side.read_text())
+        if record["plan"] != plan_id:
+            raise HandclrError(f"{out} holds shards of a different recipe, root or part ({side}); "
+                               f"use another --out or remove it")
+        if tar.stat().st_size != record["shard"]["bytes"]:
+            break
+        state.rows.extend(record["rows"])
+        state.shards.append(record["shard"])
+        state.next_clip, state.skip_samples = record["next"]
+        state.stats = record["stats"]
+        state.next_shard += 1
+    for stale in list(out.glob("shard-*.tar*")) + list(index.glob("shard-*.json*")):
+        number = int(stale.name[6:12])
+        if number >= state.next_shard or stale.name.endswith(".tmp"):
+            stale.unlink()
+    return state
+
+
+class ShardSink:
+    """Writes samples into size-bounded shards; rotation happens between samples."""
+
+    def __init__(self, out: Path, plan_id: str, shard_bytes: int, first_shard: int) -> None:
+        self.out, self.plan_id, self.shard_bytes = out, plan_id, shard_bytes
+        self.index = first_shard
+        (out / INDEX_DIR).mkdir(parents=True, exist_ok=True)
+        self._file: _HashingFile | None = None
+        self._tar: wds.TarWriter | None = None
+        self._rows: list[dict] = []
+        self._bytes = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def add(self, key: str, members: dict[str, bytes], row: dict) -> None:
+        if self._tar is None:
+            self._file = _HashingFile(self.out / (shard_name(self.index) + ".tmp"))
+            # Fixed mtime: identical input gives byte-identical shards (and checksums) on every run.
+            self._tar = wds.TarWriter(self._file, encoder=False, mtime=0.0)
+        try:
+            self._tar.write({"__key__": key, **members})
+        except OSError as exc:
+            self.abort()
+            raise HandclrError(f"writing {self.out / shard_name(self.index)}: {exc.strerror or exc} "
+                               f"(partial shard removed; re-run to resume)") from exc
+        self._rows.append({**row, "shard": shard_name(self.index)})
+        self._bytes += row["bytes"]
+
+    def finish(self, next_position: tuple[int, int], stats: dict) -> dict | None:
+        """Close the open shard (if any), rename it into place and write its sidecar."""
+        if self._tar is None:
+            return None
+        name = shard_name(self.index)
+        try:
+            self._tar.close()
+            self._file.close()
+            os.replace(self.out / (name + ".tmp"), self.out / name)
+            shard = {"name": name, "samples": len(self._rows), "frames": sum(r["n_frames"] for r in self._rows),
+                     "bytes": self._file.size, "sha256": self._file.sha.hexdigest()}
+            record = {"plan": self.plan_id, "shard": shard, "rows": self._rows, "next": list(next_position),
+                      "stats": stats}
+            atomic_write_text(self.out / INDEX_DIR / f"shard-{self.index:06d}.json", json.dumps(record))
+        except OSError as exc:
+            self.abort()
+            raise HandclrError(f"finishing {self.out / name}: {exc.strerror or exc} (re-run to resume)") from exc
+        self.index += 1
+        self._tar, self._file, self._rows, self._bytes = None, None, [], 0
+        return record
+
+    def abort(self) -> None:
+        """Drop the open shard: the partial file never reaches a final name."""
+        if self._file is not None:
+            try:
+                self._file.f.close()
+            except OSError:
+                pass
+            (self.out / (shard_name(self.index) + ".tmp")).unlink(missing_ok=True)
+        self._tar, self._file, self._rows, self._bytes = None, None, [], 0

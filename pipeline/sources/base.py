@@ -1,0 +1,110 @@
+"""Clip records: the contract between the dataset readers and the sharder (docs/design.md §1).
+
+Readers list clips lazily: a frame says where its pixels are and where its annotation is, but nothing is
+decoded while listing. Per-frame annotations that live in one file per frame (HO-3D pickles, HanCo JSON)
+are read by the reader's `annotate` at sharding time, inside the worker that processes the clip.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from pipeline.errors import LayoutError, SkipCounter
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class Labels:
+    """Per-frame labels in source coordinates. Any field may be None; kp arrays are float64."""
+
+    K: np.ndarray | None = None  # 3x3 intrinsics of the source image
+    kp3d: np.ndarray | None = None  # 21x3, camera frame (OpenCV: +z forward), FreiHAND joint order
+    kp2d: np.ndarray | None = None  # 21x2 source pixels (pixel centres at integers)
+    mano_pose: np.ndarray | None = None  # 48 axis-angle
+    mano_shape: np.ndarray | None = None  # 10
+
+    def empty(self) -> bool:
+        return all(getattr(self, n) is None for n in ("K", "kp3d", "kp2d", "mano_pose", "mano_shape"))
+
+
+@dataclass
+class Frame:
+    """One frame of a clip. Exactly one of `image` / `video_index` locates the pixels."""
+
+    source_id: str  # stable id of the frame inside its dataset, e.g. a relative path
+    index: int  # frame number in the source sequence (time = index / fps)
+    image: str | None = None
+    video_index: int | None = None
+    box: Box | None = None  # hand box x1,y1,x2,y2 in source pixels; None: interpolate from neighbours
+    box_normalized: bool = False  # box given in [0,1] image units (100DOH JSON), scaled once pixels load
+    labels: Labels | None = None
+    annotation: str | None = None  # per-frame annotation file that the reader's `annotate` reads
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Clip:
+    """One continuous view of one hand."""
+
+    dataset: str
+    sequence: str
+    view: int
+    side: str  # "right" | "left"; the sharder mirrors left hands
+    fps: float | None
+    frames: list[Frame]
+    video: str | None = None  # path of the video that holds the frames (raw 100DOH)
+    passthrough: bool = False  # frames are already hand crops at stored geometry: keep the JPEG bytes
+    flags: dict[str, Any] = field(default_factory=dict)
+    mano_flat_hand_mean: bool | None = None  # convention of mano_pose, None when there is no MANO label
+
+
+class Source:
+    """A dataset reader. Subclasses list clips and, when frames carry `annotation`, load it lazily."""
+
+    dataset: str = ""
+
+    def __init__(self, root: str | os.PathLike, **options: Any) -> None:
+        self.root = Path(root)
+        self.options = options
+
+    def clips(self, counter: SkipCounter) -> Iterator[Clip]:
+        raise NotImplementedError
+
+    def annotate(self, clip: Clip, frame: Frame) -> None:
+        """Fill `frame.box` / `frame.labels` from `frame.annotation`; raise AnnotationError when bad."""
+
+    def require(self, layout: str, *relative: str) -> None:
+        """Fail with a message naming the expected layout and everything that is missing."""
+        if not self.root.is_dir():
+            raise LayoutError(f"{self.dataset}: root {self.root} does not exist or is not a directory "
+                              f"(expected the {layout} layout)")
+        missing = [r for r in relative if not (self.root / r).exists()]
+        if missing:
+            raise LayoutError(f"{self.dataset}: {self.root} is not a {layout} root: missing "
+                              + ", ".join(missing))
+
+
+def utf8_names(directory: Path, counter: SkipCounter, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Sorted entry names of `directory`; names that are not valid UTF-8 are counted and skipped.
+
+    Python decodes undecodable bytes to lone surrogates; such a name cannot go into JSON or Parquet.
+    """
+    names = []
+    for name in os.listdir(directory):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            counter.skip("non_utf8_name", f"{directory}/{os.fsencode(name)!r}", frames=1)
+            continue
+        if not suffixes or name.endswith(suffixes):
+            names.append(name)
+    return sorted(names)
+
+
+SourceFactory = Callable[..., Source]

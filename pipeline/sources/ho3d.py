@@ -1,0 +1,98 @@
+"""HO-3D v2 (png) / v3 (jpg): clip = one sequence of one split, 640x480 frames.
+
+Labels come from `meta/<id>.pkl` (restricted unpickler), are flipped from OpenGL to OpenCV camera axes and
+reordered to the FreiHAND joint order. Frames not listed in `<split>.txt` are kept as unlabelled video
+frames: their hand box is interpolated from labelled neighbours by the sharder.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from pipeline.errors import AnnotationError, LayoutError, SkipCounter
+from pipeline.geometry import MANO_TO_FREIHAND, OPENGL_TO_OPENCV, project, rotate_global_orient
+from pipeline.sources.base import Clip, Frame, Labels, Source, utf8_names
+from pipeline.sources.boxes import box_from_keypoints
+from pipeline.sources.safe_pickle import load_restricted
+
+SPLITS = ("train", "evaluation")
+
+
+def detect_version(root, split_dirs) -> int:
+    """3 when sequences hold .jpg frames, 2 when they hold .png frames."""
+    for split_dir in split_dirs:
+        for seq in sorted(p for p in split_dir.iterdir() if (p / "rgb").is_dir()):
+            for f in sorted((seq / "rgb").iterdir()):
+                if f.suffix == ".jpg":
+                    return 3
+                if f.suffix == ".png":
+                    return 2
+    raise LayoutError(f"ho3d: no rgb/<id>.png (v2) or rgb/<id>.jpg (v3) frame under {root}/<split>/<SEQ>/")
+
+
+class HO3D(Source):
+    """Options: splits (default both present), fps (per-dataset setting; HO-3D publishes none),
+    image_size (default [640, 480], used to clip boxes derived from joints)."""
+
+    dataset = "ho3d"
+
+    def clips(self, counter: SkipCounter) -> Iterator[Clip]:
+        splits = self.options.get("splits") or [s for s in SPLITS if (self.root / s).is_dir()]
+        if not splits:
+            self.require("HO-3D", "train")
+        bad = set(splits) - set(SPLITS)
+        if bad:
+            raise LayoutError(f"ho3d: unknown split(s) {sorted(bad)}; known: {SPLITS}")
+        self.require("HO-3D", *[p for s in splits for p in (s, f"{s}.txt")])
+        version = detect_version(self.root, [self.root / s for s in splits])
+        ext = ".jpg" if version == 3 else ".png"
+        fps = self.options.get("fps")
+        for split in splits:
+            listed = set((self.root / f"{split}.txt").read_text().split())
+            split_dir = self.root / split
+            for seq in utf8_names(split_dir, counter):
+                rgb = split_dir / seq / "rgb"
+                if not rgb.is_dir():
+                    continue
+                frames = []
+                for name in utf8_names(rgb, counter, (ext,)):
+                    stem = name[: -len(ext)]
+                    if not stem.isdigit():
+                        counter.skip("unexpected_file", str(rgb / name), frames=1)
+                        continue
+                    labelled = f"{seq}/{stem}" in listed
+                    frames.append(Frame(
+                        source_id=f"{split}/{seq}/rgb/{name}", index=int(stem), image=str(rgb / name),
+                        annotation=str(split_dir / seq / "meta" / f"{stem}.pkl") if labelled else None,
+                        flags={"labelled": labelled}))
+                if frames:
+                    yield Clip(self.dataset, f"{split}_{seq}", 0, "right", fps, frames,
+                               flags={"split": split, "version": version}, mano_flat_hand_mean=True)
+
+    def annotate(self, clip: Clip, frame: Frame) -> None:
+        if frame.annotation is None:
+            return
+        meta = load_restricted(frame.annotation)
+        if not isinstance(meta, dict):
+            raise AnnotationError("annotation_malformed", f"{frame.annotation}: not a dict")
+        try:
+            K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
+            if clip.flags["split"] == "evaluation":
+                frame.box = tuple(float(v) for v in np.asarray(meta["handBoundingBox"], dtype=np.float64)
+                                  .reshape(4))
+                frame.labels = Labels(K=K)
+                return
+            joints = np.asarray(meta["handJoints3D"], dtype=np.float64).reshape(21, 3)
+            kp3d = (joints @ OPENGL_TO_OPENCV.T)[MANO_TO_FREIHAND]
+            pose = np.asarray(meta["handPose"], dtype=np.float64).reshape(48)
+            beta = np.asarray(meta["handBeta"], dtype=np.float64).reshape(10)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AnnotationError("annotation_malformed", f"{frame.annotation}: bad or missing field "
+                                                          f"({exc!r})") from exc
+        uv = project(K, kp3d)
+        width, height = self.options.get("image_size", (640, 480))
+        frame.box = box_from_keypoints(uv, width, height)
+        frame.labels = Labels(K=K, kp3d=kp3d, kp2d=uv, mano_pose=rotate_global_orient(pose, OPENGL_TO_OPENCV),
+                              mano_shape=beta)
