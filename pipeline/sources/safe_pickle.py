@@ -21,6 +21,7 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 spell bytes (pure function)
     ("numpy", "dtype"),
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),

@@ -1,0 +1,129 @@
+"""`handclr` command line: sample-data, shard, verify, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.errors import HandclrError
+
+
+def _part(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--part expects i/N (e.g. 3/16), got {text!r}") from exc
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--part {text}: need 0 <= i < N")
+    return i, n
+
+
+def _print_shard_summary(summary: dict) -> None:
+    skips = summary["skips"]
+    print(f"clips: {summary['clips_in']} in, {summary['clips_written']} written; samples: {summary['samples']}; "
+          f"frames: {summary['frames_in']} in, {summary['frames_written']} written; shards: {summary['shards']}, "
+          f"{summary['bytes'] / 2**20:.2f} MiB")
+    for kind in ("frames", "clips"):
+        for reason, count in skips[kind].items():
+            print(f"  skipped {kind} ({reason}): {count}   e.g. {skips['examples'].get(reason, '')}")
+    for reason, count in summary["listing_skips"]["frames"].items():
+        print(f"  skipped while listing ({reason}): {count}")
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from pipeline.sampledata import generate
+
+    generate(args.out, seed=args.seed, ho3d_version=args.ho3d_version)
+    print(f"sample datasets written under {args.out}: hanco/ ho3d/ doh100/ freihand/")
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from pipeline.sharding.run import merge, shard
+
+    if args.merge:
+        summary = merge(Path(args.out))
+    else:
+        if not args.recipe or not args.root:
+            raise HandclrError("handclr shard needs --recipe and --root (or --merge)")
+        from pipeline.sharding.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, {"strict": True} if args.strict else None)
+        summary = shard(recipe, Path(args.root), Path(args.out), workers=args.workers, part=args.part,
+                        progress=not args.quiet)
+    _print_shard_summary(summary)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.sharding.verify import verify
+
+    problems = verify(args.dir, deep=args.deep)
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"verify: {len(problems)} problem(s) in {args.dir}", file=sys.stderr)
+        return 1
+    print(f"verify: {args.dir} OK" + (" (deep)" if args.deep else ""))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.sharding.summary import format_summary, shard_set_summary
+
+    summary = shard_set_summary(args.dir, args.first)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="handclr", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample-data", help="write small copies of the four official dataset layouts")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ho3d-version", type=int, choices=(2, 3), default=3)
+    p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("shard", help="pack a recipe's datasets into WebDataset shards")
+    p.add_argument("--recipe", help="shards/<name>.yaml")
+    p.add_argument("--root", help="folder the recipe's source paths are relative to")
+    p.add_argument("--out", required=True, help="output folder (shards, manifest.parquet, shards.parquet)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--part", type=_part, help="i/N: shard a deterministic 1/N of the clips (array jobs)")
+    p.add_argument("--merge", action="store_true", help="join finished --part outputs under --out")
+    p.add_argument("--strict", action="store_true", help="turn any skip into an error")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("verify", help="re-read shards and reconcile them with the manifest")
+    p.add_argument("dir")
+    p.add_argument("--deep", action="store_true", help="also decode every JPEG and the label archives")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("inspect", help="summary of a shard set: datasets, clips, frames, bytes, first keys")
+    p.add_argument("dir")
+    p.add_argument("--first", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except HandclrError as exc:
+        print(f"handclr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
