@@ -63,7 +63,8 @@ def draw_hand(img: np.ndarray, uv: np.ndarray, box: tuple[float, float, float, f
         cv2.line(img, tuple(pts[a]), tuple(pts[b]), (150, 60, 40), 3)
     for p in pts[1:]:
         cv2.circle(img, tuple(p), 2, (250, 230, 90), -1)
-    cv2.circle(img, tuple(pts[0]), 3, WRIST_MARK, -1)
+    radius = max(3, int(0.06 * np.ptp(uv, axis=0).max()))  # stays visible after the crop's downscale
+    cv2.circle(img, tuple(pts[0]), radius, WRIST_MARK, -1)
 
 
 def find_mark(img: np.ndarray) -> np.ndarray | None:

@@ -17,7 +17,8 @@ import zstandard
 
 from pipeline.errors import AnnotationError, SkipCounter
 from pipeline.geometry import apply_box, apply_points, mirror_camera, mirror_mano_pose, mirror_transform
-from pipeline.sharding.frames import Crop, FrameError, crop_hand, decode_image, encode_jpeg, is_jpeg, read_file
+from pipeline.sharding.frames import (Crop, FrameError, crop_hand, decode_image, decode_scale, encode_jpeg, image_size,
+                                     is_jpeg, read_file, scale_transform, square_crop_region)
 from pipeline.sharding.options import ShardOptions
 from pipeline.sources.base import Clip, Frame, Source
 from pipeline.sources.boxes import box_problem, interpolate_boxes
@@ -103,12 +104,12 @@ def _fill_boxes(clip: Clip, frames: list[Frame], counter: SkipCounter) -> list[F
 
 def _pixels(clip: Clip, frames: list[Frame], counter: SkipCounter) -> Iterator[tuple[Frame, bytes | None,
                                                                                     np.ndarray | None]]:
-    """(frame, original bytes or None, pixels or None) in clip order; video frames decoded sequentially."""
+    """(frame, file bytes, None) for image files (decoded later, once the crop scale is known) or
+    (frame, None, pixels) for video frames, decoded sequentially; in clip order."""
     if clip.video is None:
         for frame in frames:
             try:
-                data = read_file(frame.image)
-                yield frame, data, decode_image(data, frame.image)
+                yield frame, read_file(frame.image), None
             except FrameError as exc:
                 counter.skip(exc.reason, str(exc), frames=1)
         return
@@ -126,34 +127,48 @@ def _pixels(clip: Clip, frames: list[Frame], counter: SkipCounter) -> Iterator[t
             counter.skip(exc.reason, str(exc), frames=1)
 
 
-def _store(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray, opts: ShardOptions,
+def _store(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray | None, opts: ShardOptions,
            counter: SkipCounter) -> StoredFrame | None:
-    h, w = img.shape[:2]
-    mirror = clip.side == "left"
     where = f"{frame.image or clip.video}#{frame.index}"
+    try:
+        return _store_frame(clip, frame, data, img, opts, where)
+    except FrameError as exc:
+        counter.skip(exc.reason, str(exc), frames=1)
+        return None
+
+
+def _store_frame(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray | None, opts: ShardOptions,
+                 where: str) -> StoredFrame:
+    mirror = clip.side == "left"
     if clip.passthrough and not mirror and data is not None and is_jpeg(data):
+        h, w = decode_image(data, where).shape[:2]  # full decode: a corrupt frame must not pass through
+        stored = StoredFrame(frame, data, (h, w), [0.0, 0.0, float(w), float(h)], [0.0, 0.0, float(w), float(h)],
+                             0.0)
         T0 = T = np.eye(3)
-        jpeg, size, crop_box, fill = data, (h, w), [0.0, 0.0, float(w), float(h)], 0.0
-        hand_box = [0.0, 0.0, float(w), float(h)]
     else:
+        if img is None and not is_jpeg(data):
+            img = decode_image(data, where)
+        h, w = img.shape[:2] if img is not None else image_size(data, where)
         box = frame.box if not clip.passthrough else (0.0, 0.0, float(w), float(h))
         if frame.box_normalized:
             box = (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
         problem = box_problem(box, w, h)
         if problem:
-            counter.skip(problem, f"{where}: box {tuple(round(v, 1) for v in box)} on a {w}x{h} image", frames=1)
-            return None
+            raise FrameError(problem, f"{where}: box {tuple(round(v, 1) for v in box)} on a {w}x{h} image")
         context, out_size = (1.0, w) if clip.passthrough else (opts.context, opts.store_size)
-        crop: Crop = crop_hand(img, box, context, out_size, opts.fill_value)
-        pixels, T0 = crop.pixels, crop.transform
+        factor = 1.0
+        if img is None:
+            img = decode_image(data, where, decode_scale(square_crop_region(box, context)[2], out_size))
+            factor = 8.0 / round(8.0 * img.shape[1] / w)  # libjpeg-turbo scales by M/8
+        S = scale_transform(factor)  # pixel centres, for points; box edges simply scale by 1 / factor
+        crop: Crop = crop_hand(img, tuple(v / factor for v in box), context, out_size, opts.fill_value)
+        T0 = crop.transform @ S
         T = mirror_transform(out_size) @ T0 if mirror else T0
-        if mirror:
-            pixels = np.ascontiguousarray(pixels[:, ::-1])
-        jpeg, size, crop_box, fill = encode_jpeg(pixels, opts.quality), pixels.shape[:2], crop.crop_box, crop.fill
-        hand_box = apply_box(T, box)
-    stored = StoredFrame(frame, jpeg, (int(size[0]), int(size[1])), crop_box, hand_box, fill)
+        pixels = np.ascontiguousarray(crop.pixels[:, ::-1]) if mirror else crop.pixels
+        stored = StoredFrame(frame, encode_jpeg(pixels, opts.quality), (int(pixels.shape[0]), int(pixels.shape[1])),
+                             [v * factor for v in crop.crop_box], apply_box(T, box), crop.fill)
     if frame.labels is not None and not frame.labels.empty():
-        stored.labels = _transform_labels(frame, T0, T, mirror, size[1])
+        stored.labels = _transform_labels(frame, T0, T, mirror, stored.size[1])
     return stored
 
 

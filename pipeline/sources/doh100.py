@@ -228,9 +228,11 @@ class DOH100(Source):
             for t, track in enumerate(tracks):
                 known = {d.frame: d.box for d in track}
                 indices = subsample(track[0].frame, track[-1].frame, fps, target)
-                boxes = interpolate_boxes(indices, [known.get(i) for i in indices])
-                frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=b)
-                          for i, b in zip(indices, boxes)]
+                # Interpolate between the nearest detections at native rate, not between kept frames.
+                grid = sorted(set(known) | set(indices))
+                filled = dict(zip(grid, interpolate_boxes(grid, [known.get(i) for i in grid])))
+                frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=filled[i])
+                          for i in indices]
                 yield Clip(self.dataset, safe_id(f"{video_id}_track{t}"), 0, track[0].side, fps, frames,
                            video=str(files[video_id]), flags={"annotated": False, "video_id": video_id,
                                                              "target_fps": target})
