@@ -146,6 +146,10 @@ class ShardSink:
 
     def abort(self) -> None:
         """Drop the open shard: the partial file never reaches a final name."""
+        if self._tar is not None:
+            # Mark the tar stream closed so its finaliser does not flush into the discarded file.
+            self._tar.tarstream.closed = True
+            getattr(self._tar.tarstream, "fileobj", self._tar).closed = True
         if self._file is not None:
             try:
                 self._file.f.close()
