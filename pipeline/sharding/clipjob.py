@@ -158,7 +158,7 @@ def _store_frame(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray |
         context, out_size = (1.0, w) if clip.passthrough else (opts.context, opts.store_size)
         factor = 1.0
         if img is None:
-            img = decode_image(data, where, decode_scale(square_crop_region(box, context)[2], out_size))
+            img = decode_image(data, where, decode_scale(square_crop_region(box, context)[2], out_size), (h, w))
             factor = 8.0 / round(8.0 * img.shape[1] / w)  # libjpeg-turbo scales by M/8
         S = scale_transform(factor)  # pixel centres, for points; box edges simply scale by 1 / factor
         crop: Crop = crop_hand(img, tuple(v / factor for v in box), context, out_size, opts.fill_value)

@@ -24,17 +24,18 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
-def decode_image(data: bytes, where: str, scale: int = 1) -> np.ndarray:
+def decode_image(data: bytes, where: str, scale: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
     """RGB uint8 pixels of a JPEG (simplejpeg, libjpeg-turbo) or any format cv2 reads (PNG).
 
     `scale` (1, 2, 4 or 8) asks libjpeg-turbo to decode a JPEG directly at 1/scale size in the DCT domain:
     cheaper than a full decode and an anti-aliased downscale at the same time. Other formats ignore it.
+    `size` is the (height, width) already read from the header, if any.
     """
     if is_jpeg(data):
         try:
             if scale == 1:
                 return simplejpeg.decode_jpeg(data, colorspace="RGB")
-            h, w = image_size(data, where)
+            h, w = size or image_size(data, where)
             return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // scale),
                                           min_width=-(-w // scale))
         except ValueError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -106,5 +106,3 @@ def utf8_names(directory: Path, counter: SkipCounter, suffixes: tuple[str, ...] 
             names.append(name)
     return sorted(names)
 
-
-SourceFactory = Callable[..., Source]
