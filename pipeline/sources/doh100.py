@@ -32,6 +32,12 @@ def safe_id(text: str) -> str:
     return _UNSAFE.sub("_", text)
 
 
+def frame_number(stem: str) -> int:
+    """Frame number from a release stem `genre_index_<youtube id>_<frame>` (0 when absent)."""
+    tail = stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def parse_side(value) -> str | None:
     """Hand side from the releases' encodings: 0/1, 'l'/'r', 'left'/'right'."""
     text = str(value).strip().lower()
@@ -151,7 +157,7 @@ class DOH100(Source):
             except ET.ParseError as exc:
                 counter.skip("annotation_malformed", f"{xml_path}: not valid XML ({exc})", frames=1, clips=1)
                 continue
-            index = int(stem.rsplit("_", 1)[-1]) if stem.rsplit("_", 1)[-1].isdigit() else 0
+            index = frame_number(stem)
             for h, obj in enumerate(hands):
                 where = f"{xml_path}: hand {h}"
                 side = parse_side(obj.findtext("handside"))
@@ -188,7 +194,7 @@ class DOH100(Source):
                     continue
                 seen.add(image)
                 stem = Path(image).stem
-                index = int(stem.rsplit("_", 1)[-1]) if stem.rsplit("_", 1)[-1].isdigit() else 0
+                index = frame_number(stem)
                 records = table[image] if isinstance(table[image], list) else []
                 for h, rec in enumerate(records):
                     where = f"{path}: {image} hand {h}"
