@@ -1,0 +1,87 @@
+"""Augmentation specs and their parameter draws: pure functions of a seeded numpy Generator.
+
+All ranges are closed intervals drawn uniformly. Geometry is a vector (GEOMETRY_SIZE = 4):
+angle in radians, scale (magnification: > 1 zooms in), translation x and y as fractions of the output size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.augment.colour import identity_appearance
+
+GEOMETRY_SIZE = 4
+
+
+@dataclass(frozen=True)
+class GeometrySpec:
+    """Defaults are TempCLR's: rotation ±45°, scale [0.6, 2.0], translation ±0.3 of the image size."""
+
+    rotation_deg: float = 45.0
+    scale: tuple[float, float] = (0.6, 2.0)
+    translation: float = 0.3
+    margin: float = 1.5  # output side = margin x the hand box's longer side at scale 1
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        r = math.radians(self.rotation_deg)
+        return np.array([rng.uniform(-r, r), rng.uniform(*self.scale),
+                         rng.uniform(-self.translation, self.translation),
+                         rng.uniform(-self.translation, self.translation)])
+
+    @staticmethod
+    def identity() -> np.ndarray:
+        return np.array([0.0, 1.0, 0.0, 0.0])
+
+
+@dataclass(frozen=True)
+class AppearanceSpec:
+    """Per-frame appearance ops; an op with probability 0 (or a degenerate range) is off.
+
+    TempCLR: channel noise [0.6, 1.4], Sobel, colour drop. PeCLR: hue and saturation factor in [0.01, 1],
+    brightness a v + b with a in [0.5, 1], b in [5, 20]. The hue factor h is read as a fraction of a full
+    turn of the chroma plane (angle 2πh), the only reading that keeps hue a linear colour op.
+    """
+
+    noise: tuple[float, float] = (0.6, 1.4)
+    noise_p: float = 1.0
+    sobel_p: float = 0.1
+    drop_p: float = 0.2
+    hue: tuple[float, float] = (0.01, 1.0)
+    saturation: tuple[float, float] = (0.01, 1.0)
+    jitter_p: float = 0.0
+    brightness_a: tuple[float, float] = (0.5, 1.0)
+    brightness_b: tuple[float, float] = (5.0, 20.0)
+    brightness_p: float = 0.0
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One frame's vector. Always consumes the same number of draws, so a spec change in one op does
+        not shift the random stream of the others."""
+        u = rng.random(4)
+        noise = rng.uniform(*self.noise, size=3)
+        hue, sat = rng.uniform(*self.hue), rng.uniform(*self.saturation)
+        a, b = rng.uniform(*self.brightness_a), rng.uniform(*self.brightness_b)
+        p = identity_appearance()
+        if u[0] < self.noise_p:
+            p[0:3] = noise
+        p[3] = float(u[1] < self.sobel_p)
+        p[4] = float(u[2] < self.drop_p)
+        if u[3] < self.jitter_p:
+            p[5], p[6] = 2 * math.pi * hue, sat
+        if rng.random() < self.brightness_p:
+            p[7], p[8] = a, b
+        return p
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    geometry: GeometrySpec = field(default_factory=GeometrySpec)
+    appearance: AppearanceSpec = field(default_factory=AppearanceSpec)
+    enabled: bool = True  # False: identity geometry and appearance (evaluation, inspection of raw crops)
+
+
+TEMPCLR = AugmentSpec()
+PECLR = AugmentSpec(GeometrySpec(45.0, (0.6, 2.0), 15.0 / 128.0),
+                    AppearanceSpec(noise_p=0.0, sobel_p=0.0, drop_p=0.0, jitter_p=1.0, brightness_p=1.0))

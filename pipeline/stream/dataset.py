@@ -1,0 +1,101 @@
+"""HandStream: the IterableDataset every rank and loader worker iterates.
+
+Per epoch and rank it yields exactly `batches_per_epoch` batches in total over its workers (dataset streams
+repeat, so uneven shard counts can never make one rank stop early and hang DDP). Items are mixed across
+datasets by weight: each item's dataset is an independent draw from the weights, so over N items dataset d's
+count is Binomial(N, w_d) (tests bound it at 5 standard deviations).
+
+The epoch lives in a shared value, because persistent workers keep their own copy of this object and would
+otherwise never see it change (webdataset's own epoch counter has the same problem).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.stream.batch import BatchBuilder, FrameDecodeError
+from pipeline.stream.config import StreamConfig, StreamError
+from pipeline.stream.order import logical_worker, worker_quota
+from pipeline.stream.reader import DatasetReader
+from pipeline.stream.shardlist import ShardList, resolve
+from pipeline.stream.stats import StreamStats
+
+
+class HandStream(IterableDataset):
+    def __init__(self, cfg: StreamConfig, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise StreamError(f"rank {rank} outside world size {world_size}")
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.shards: list[ShardList] = [resolve(d) for d in cfg.datasets]
+        self.batches_per_epoch = self._epoch_batches()
+        self._epoch = mp.Value("q", 0, lock=False)
+        self._resume: dict | None = None
+
+    def _epoch_batches(self) -> int:
+        items = self.cfg.items_per_epoch
+        if items is None:
+            if any(s.samples is None for s in self.shards):
+                raise StreamError("items_per_epoch is required when a dataset's shards are URLs rather than a "
+                                  "shard-set directory with a manifest")
+            items = sum(s.samples for s in self.shards) * self.cfg.items_per_sample
+        return max(1, items // (self.world_size * self.cfg.batch_size))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.value = epoch
+
+    def set_resume(self, state: dict | None) -> None:
+        self._resume = state
+
+    def __iter__(self):
+        info = get_worker_info()
+        workers, torch_worker = (info.num_workers, info.id) if info else (1, 0)
+        epoch = self.epoch
+        resume = self._resume if self._resume is not None and self._resume["epoch"] == epoch else None
+        self._resume = None
+        consumed = resume["consumed"] if resume else 0
+        w = logical_worker(torch_worker, workers, consumed)
+        yield from self._batches(epoch, workers, w, (resume or {}).get("workers", {}).get(w), info is not None)
+
+    def _batches(self, epoch: int, workers: int, w: int, state: dict | None, shared: bool):
+        cfg = self.cfg
+        consumer, consumers = self.rank * workers + w, self.world_size * workers
+        stats = StreamStats()
+        readers = [DatasetReader(cfg, d, spec, self.shards[d], consumer, consumers, epoch, self.rank, w, stats)
+                   for d, spec in enumerate(cfg.datasets)]
+        mixer = np.random.default_rng([cfg.seed, epoch, self.rank, w, 0x313])
+        produced = 0
+        if state is not None:
+            for reader, rs in zip(readers, state["readers"]):
+                reader.load_state_dict(rs)
+            mixer.bit_generator.state = state["mixer"]
+            produced = state["produced"]
+            stats.restore(state["stats"])
+        builder = BatchBuilder(cfg, shared)
+        weights = np.asarray(cfg.weights)
+        quota = worker_quota(self.batches_per_epoch, w, workers)
+        while produced < quota:
+            batch = builder.new()
+            b = 0
+            while b < cfg.batch_size:
+                d = int(mixer.choice(len(weights), p=weights))
+                item = readers[d].next_item()
+                try:
+                    builder.put(batch, b, item, d)
+                except FrameDecodeError as exc:
+                    stats.skip("undecodable_frame", str(exc))
+                    continue
+                stats.add("items")
+                stats.add(f"items/{cfg.datasets[d].name}")
+                stats.add("frames_decoded", len(item.positions))
+                b += 1
+            produced += 1
+            batch["state"] = {"worker": w, "produced": produced, "mixer": mixer.bit_generator.state,
+                              "readers": [r.state_dict() for r in readers], "stats": stats.snapshot()}
+            yield batch

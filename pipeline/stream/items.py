@@ -1,0 +1,95 @@
+"""From one parsed clip sample to training items: sampler draws, then augmentation parameters.
+
+Seeds (every draw is reproducible and independent of worker count and order):
+  sampler draws   rng([seed, epoch, pass, dataset index, clip id])
+  augmentation    rng([aug_seed, seed, epoch, pass, view, chunk, item j]) — geometry first (once per item
+                  when time-coherent, once per view otherwise), then appearance for each view.
+So the same clip gets new but reproducible parameters every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.augment.affine import view_affine
+from pipeline.augment.colour import identity_appearance
+from pipeline.augment.params import GeometrySpec
+from pipeline.stream.clipdata import ClipSample
+from pipeline.stream.config import StreamConfig, StreamError
+from pipeline.stream.sampling import eligible_anchors, frames_draw, sequence_draw, tempclr_draw
+
+ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, ROLE_VIEW, ROLE_SEQUENCE = 0, 1, 2, 3, 4
+TOO_SHORT = {"tempclr": "too_short_for_negatives", "sequence": "too_short_for_sequence"}
+
+
+@dataclass
+class Item:
+    clip: ClipSample
+    positions: np.ndarray  # [V] frame positions in the clip sample
+    roles: np.ndarray  # [V]
+    offsets: np.ndarray  # [V] position minus the anchor's (TempCLR), step in the sequence, 0 for views
+    geometry: np.ndarray  # [V, 4]
+    appearance: np.ndarray  # [V, 9]
+    affine: np.ndarray  # [V, 2, 3] output -> slot pixels
+
+
+def slot_offset(clip: ClipSample, i: int, slot: int) -> tuple[int, int]:
+    h, w = (int(v) for v in clip.sizes[i])
+    if h > slot or w > slot:
+        raise StreamError(f"{clip.url}: sample {clip.key} frame {i} is {w}x{h}, larger than slot_size {slot}; "
+                          f"set slot_size >= the shard set's store_size")
+    return (slot - w) // 2, (slot - h) // 2
+
+
+def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, n: int, k: int,
+                    anchors: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """[(positions, roles, offsets)] for the items of one clip, or None when it is too short."""
+    out = []
+    if cfg.mode == "tempclr":
+        for _ in range(cfg.items_per_sample):
+            d = tempclr_draw(rng, n, k, cfg.positives, cfg.negatives, cfg.positive_law, cfg.negative_law, anchors)
+            if d is None:
+                return None
+            pos = np.concatenate([[d.anchor], d.positives, d.negatives])
+            roles = np.array([ROLE_ANCHOR] + [ROLE_POSITIVE] * cfg.positives + [ROLE_NEGATIVE] * cfg.negatives)
+            out.append((pos, roles, pos - d.anchor))
+    elif cfg.mode == "sequence":
+        for _ in range(cfg.items_per_sample):
+            pos = sequence_draw(rng, n, cfg.sequence_length, cfg.sequence_interval)
+            if pos is None:
+                return None
+            out.append((pos, np.full(len(pos), ROLE_SEQUENCE), pos - pos[0]))
+    else:
+        for p in frames_draw(rng, n, cfg.items_per_sample):
+            out.append((np.array([p, p]), np.full(2, ROLE_VIEW), np.zeros(2, dtype=np.int64)))
+    return out
+
+
+def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: int,
+               dataset_index: int) -> list[Item] | None:
+    rng = np.random.default_rng([cfg.seed, epoch, pass_, dataset_index, clip.clip_id])
+    anchors = eligible_anchors(clip.n, k, cfg.positives, cfg.negatives) if cfg.mode == "tempclr" else None
+    drawn = _draw_positions(cfg, rng, clip.n, k, anchors)
+    if drawn is None:
+        return None
+    spec = cfg.augment
+    margin = 1.0 if clip.passthrough else spec.geometry.margin
+    items = []
+    for j, (pos, roles, offsets) in enumerate(drawn):
+        irng = np.random.default_rng([clip.aug_seed, cfg.seed, epoch, pass_, clip.view, clip.chunk, j])
+        v = len(pos)
+        if not spec.enabled:
+            geometry = np.tile(GeometrySpec.identity(), (v, 1))
+            appearance = np.tile(identity_appearance(), (v, 1))
+        else:
+            if cfg.time_coherent:
+                geometry = np.tile(spec.geometry.draw(irng), (v, 1))
+            else:
+                geometry = np.stack([spec.geometry.draw(irng) for _ in range(v)])
+            appearance = np.stack([spec.appearance.draw(irng) for _ in range(v)])
+        affine = np.stack([view_affine(clip.hand_boxes[p], slot_offset(clip, p, cfg.slot_size), cfg.out_size, margin,
+                                       *geometry[i]) for i, p in enumerate(pos)])
+        items.append(Item(clip, pos, roles, offsets, geometry, appearance, affine))
+    return items
