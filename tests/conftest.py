@@ -38,6 +38,15 @@ def sample_shards(sample, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def stream_shards(sample, tmp_path_factory) -> Path:
+    """The sample datasets in small shards (about one HanCo clip each), so ranks and workers split them."""
+    root, _ = sample
+    out = tmp_path_factory.mktemp("stream-shards")
+    shard(load_recipe(SAMPLE_RECIPE, {"shard_bytes": 170_000}), root, out, workers=1, progress=False)
+    return out
+
+
 @pytest.fixture
 def sample_copy(sample, tmp_path) -> Path:
     """A private, modifiable copy of the sample datasets."""

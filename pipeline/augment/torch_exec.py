@@ -42,9 +42,12 @@ def sobel_luma(luma: torch.Tensor) -> torch.Tensor:
 
 
 def augment_pixels(frames: torch.Tensor, affine: torch.Tensor, appearance: torch.Tensor, out_size: int,
-                   fill: float = 0.0) -> torch.Tensor:
-    """uint8 [B, V, S, S, 3] slots -> float32 [B*V, 3, O, O] augmented pixels in grey levels (0..255)."""
+                   fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """uint8 [B, V, S, S, 3] slots -> float32 [B*V, 3, O, O] augmented pixels in grey levels (0..255).
+    `fill` (scalar or per item [B]) is what lies outside the slot."""
     b, v, s = frames.shape[:3]
+    fill = torch.as_tensor(fill, dtype=torch.float32, device=frames.device).expand(b)
+    fill = fill.repeat_interleave(v).view(b * v, 1, 1, 1)
     x = frames.reshape(b * v, s, s, 3).permute(0, 3, 1, 2).float() - fill
     theta = normalised_theta(affine.reshape(b * v, 2, 3).double(), s, out_size).float()
     grid = F.affine_grid(theta, [b * v, 3, out_size, out_size], align_corners=False)
@@ -78,5 +81,5 @@ def model_input(batch: dict, out_size: int, dtype: torch.dtype = torch.float32, 
         b, v, o = frames.shape[:3]
         pixels = frames.reshape(b * v, o, o, 3).permute(0, 3, 1, 2).float()
     else:
-        pixels = augment_pixels(frames, batch["affine"], batch["appearance"], out_size, float(batch["fill"]))
+        pixels = augment_pixels(frames, batch["affine"], batch["appearance"], out_size, batch["fill"])
     return normalise(pixels, mean, std, dtype, channels_last)

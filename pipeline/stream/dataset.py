@@ -54,6 +54,7 @@ class HandStream(IterableDataset):
         self._resume = state
 
     def __iter__(self):
+        """Reads the epoch and any resume state now (not lazily), so the caller may clear them right after."""
         info = get_worker_info()
         workers, torch_worker = (info.num_workers, info.id) if info else (1, 0)
         epoch = self.epoch
@@ -61,7 +62,7 @@ class HandStream(IterableDataset):
         self._resume = None
         consumed = resume["consumed"] if resume else 0
         w = logical_worker(torch_worker, workers, consumed)
-        yield from self._batches(epoch, workers, w, (resume or {}).get("workers", {}).get(w), info is not None)
+        return self._batches(epoch, workers, w, (resume or {}).get("workers", {}).get(w), info is not None)
 
     def _batches(self, epoch: int, workers: int, w: int, state: dict | None, shared: bool):
         cfg = self.cfg

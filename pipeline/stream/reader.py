@@ -2,7 +2,8 @@
 
 `interleave` shards are open at once; each step picks one of them uniformly, takes the next item of its
 current clip sample, or reads the slot's next sample. A finished shard is replaced by the next one of the
-consumer's pass order; a finished pass starts the next (new permutation), so a dataset never runs dry.
+consumer's pass order; once a pass's shards are all open its remaining ones are drained, then the next pass
+starts (new permutation), so a dataset never runs dry and never repeats a sample within a pass.
 State = pass, next position, per slot (position, raw samples read, current sample, items emitted) and the
 generator state: restoring re-reads only the open shards up to their current samples (no decoding).
 """
@@ -80,9 +81,6 @@ class DatasetReader:
         return slot
 
     def _open_next(self) -> Slot:
-        if self.next >= len(self.mine):
-            self.pass_ += 1
-            self.next = 0
         self.idle += 1
         if self.idle > len(self.mine) + self.cfg.interleave + 1:
             raise StreamError(f"dataset {self.spec.name}: a whole pass over its {len(self.shards.urls)} shard(s) "
@@ -122,7 +120,14 @@ class DatasetReader:
 
     def next_item(self) -> Item:
         while True:
-            i = int(self.rng.integers(len(self.slots)))
+            if self.next < len(self.mine):
+                i = int(self.rng.integers(len(self.slots)))
+            else:  # pass fully opened: drain its open shards before the next pass starts (no early repeats)
+                live = [j for j, s in enumerate(self.slots) if s is not None]
+                if not live:
+                    self.pass_, self.next = self.pass_ + 1, 0
+                    continue
+                i = live[int(self.rng.integers(len(live)))]
             slot = self.slots[i]
             if slot is None:
                 slot = self.slots[i] = self._open_next()
