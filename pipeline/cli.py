@@ -76,6 +76,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     summary = shard_set_summary(args.dir, args.first)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    if args.samples:
+        from pipeline.stream.inspect import write_samples
+
+        for path in write_samples(args.dir, args.samples, args.mode, args.rows, args.seed):
+            print(f"wrote {path}")
     return 0
 
 
@@ -110,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--first", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--samples", metavar="OUT", help="also write PNGs of augmented training tuples and of the "
+                                                      "sampled time offsets against the formulas into OUT")
+    p.add_argument("--mode", choices=("tempclr", "peclr", "simclr", "sequence"), default="tempclr")
+    p.add_argument("--rows", type=int, default=8, help="items in the tuple grid")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_inspect)
     return parser
 

@@ -85,7 +85,7 @@ def test_executors_agree_within_one_grey_level(spec):
     frames = smooth_frames(rng, b, v, s)
     aff = np.stack([[view_affine((30, 34, 90, 100), (0, 0), o, 1.5, *spec.geometry.draw(rng)) for _ in range(v)]
                     for _ in range(b)])
-    app = np.stack([[spec.appearance.draw(rng) for _ in range(v)] for _ in range(b)])
+    app = np.stack([spec.appearance.draw(rng, v) for _ in range(b)])
     app[0, 0, 3] = 1.0  # at least one Sobel frame
     app[1, 1, 4] = 1.0  # and one colour drop
     fills = [0, 17, 255]
@@ -159,9 +159,23 @@ def test_parameter_draws_stay_in_range():
     assert np.abs(g[:, 2:]).max() <= 0.3
     g = np.stack([PECLR.geometry.draw(rng) for _ in range(2000)])
     assert np.abs(g[:, 2:]).max() <= 15 / 128 + 1e-12
-    a = np.stack([TEMPCLR.appearance.draw(rng) for _ in range(4000)])
+    a = TEMPCLR.appearance.draw(rng, 4000)
     assert a[:, 0:3].min() >= 0.6 and a[:, 0:3].max() <= 1.4
     assert abs(a[:, 3].mean() - 0.1) < 0.03 and abs(a[:, 4].mean() - 0.2) < 0.04
-    a = np.stack([PECLR.appearance.draw(rng) for _ in range(2000)])
+    a = PECLR.appearance.draw(rng, 2000)
     assert a[:, 6].min() >= 0.01 and a[:, 6].max() <= 1.0
     assert a[:, 7].min() >= 0.5 and a[:, 8].min() >= 5 and a[:, 8].max() <= 20
+
+
+def test_batched_affines_equal_the_single_view_formula():
+    from pipeline.augment.affine import view_affines
+
+    rng = np.random.default_rng(4)
+    x0y0 = rng.uniform(0, 150, (6, 2))
+    boxes = np.hstack([x0y0, x0y0 + rng.uniform(5, 100, (6, 2))])
+    offsets = rng.integers(0, 20, (6, 2)).astype(float)
+    geometry = np.stack([TEMPCLR.geometry.draw(rng) for _ in range(6)])
+    batched = view_affines(boxes, offsets, 224, 1.5, geometry)
+    for i in range(6):
+        np.testing.assert_allclose(batched[i], view_affine(boxes[i], tuple(offsets[i]), 224, 1.5, *geometry[i]),
+                                   atol=1e-9)

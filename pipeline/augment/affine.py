@@ -37,3 +37,19 @@ def view_affine(hand_box: Sequence[float], offset: tuple[float, float], out_size
     o = (out_size - 1) / 2
     b = np.array([cx, cy]) - A @ np.array([o + tx * out_size, o + ty * out_size])
     return np.hstack([A, b[:, None]])
+
+
+def view_affines(hand_boxes: np.ndarray, offsets: np.ndarray, out_size: int, margin: float,
+                 geometry: np.ndarray) -> np.ndarray:
+    """`view_affine` for V views at once: boxes [V, 4], slot offsets [V, 2], geometry [V, 4] -> [V, 2, 3]."""
+    boxes = np.asarray(hand_boxes, dtype=np.float64)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    if not ((w > 0) & (h > 0)).all():
+        raise ValueError(f"degenerate hand box in {boxes.tolist()}")
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 - 0.5 + offsets
+    angle, scale, t = geometry[:, 0], geometry[:, 1], geometry[:, 2:4]
+    k = margin * np.maximum(w, h) / (out_size * scale)
+    c, s = k * np.cos(angle), k * np.sin(angle)
+    A = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], 1)
+    b = centre - np.einsum("vij,vj->vi", A, (out_size - 1) / 2 + t * out_size)
+    return np.concatenate([A, b[:, :, None]], axis=2)

@@ -56,22 +56,22 @@ class AppearanceSpec:
     brightness_b: tuple[float, float] = (5.0, 20.0)
     brightness_p: float = 0.0
 
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """One frame's vector. Always consumes the same number of draws, so a spec change in one op does
-        not shift the random stream of the others."""
-        u = rng.random(4)
-        noise = rng.uniform(*self.noise, size=3)
-        hue, sat = rng.uniform(*self.hue), rng.uniform(*self.saturation)
-        a, b = rng.uniform(*self.brightness_a), rng.uniform(*self.brightness_b)
-        p = identity_appearance()
-        if u[0] < self.noise_p:
-            p[0:3] = noise
-        p[3] = float(u[1] < self.sobel_p)
-        p[4] = float(u[2] < self.drop_p)
-        if u[3] < self.jitter_p:
-            p[5], p[6] = 2 * math.pi * hue, sat
-        if rng.random() < self.brightness_p:
-            p[7], p[8] = a, b
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """[n, 9] vectors, one per frame. Always consumes the same draws whatever the probabilities, so a change
+        to one op does not shift the random stream of the others."""
+        u = rng.random((n, 5))
+        noise = rng.uniform(*self.noise, size=(n, 3))
+        hue, sat = rng.uniform(*self.hue, size=n), rng.uniform(*self.saturation, size=n)
+        a, b = rng.uniform(*self.brightness_a, size=n), rng.uniform(*self.brightness_b, size=n)
+        p = np.tile(identity_appearance(), (n, 1))
+        on = u[:, 0] < self.noise_p
+        p[on, 0:3] = noise[on]
+        p[:, 3] = u[:, 1] < self.sobel_p
+        p[:, 4] = u[:, 2] < self.drop_p
+        on = u[:, 3] < self.jitter_p
+        p[on, 5], p[on, 6] = 2 * math.pi * hue[on], sat[on]
+        on = u[:, 4] < self.brightness_p
+        p[on, 7], p[on, 8] = a[on], b[on]
         return p
 
 

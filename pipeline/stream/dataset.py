@@ -12,11 +12,12 @@ otherwise never see it change (webdataset's own epoch counter has the same probl
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.stream.batch import BatchBuilder, FrameDecodeError
+from pipeline.stream.batch import BatchBuilder, FrameDecodeError, unpack
 from pipeline.stream.config import StreamConfig, StreamError
 from pipeline.stream.order import logical_worker, worker_quota
 from pipeline.stream.reader import DatasetReader
@@ -33,6 +34,8 @@ class HandStream(IterableDataset):
         self.batches_per_epoch = self._epoch_batches()
         self._epoch = mp.Value("q", 0, lock=False)
         self._resume: dict | None = None
+        self.ring = 0  # batches each worker cycles through instead of allocating (StreamLoader sets it)
+        self._builder: tuple[int, BatchBuilder] | None = None
 
     def _epoch_batches(self) -> int:
         items = self.cfg.items_per_epoch
@@ -78,11 +81,14 @@ class HandStream(IterableDataset):
             mixer.bit_generator.state = state["mixer"]
             produced = state["produced"]
             stats.restore(state["stats"])
-        builder = BatchBuilder(cfg, shared)
+        if self._builder is None or self._builder[0] != os.getpid():
+            self._builder = (os.getpid(), BatchBuilder(cfg, shared, self.ring))  # kept across epochs: a
+        builder = self._builder[1]  # persistent worker keeps reusing its buffer ring
         weights = np.asarray(cfg.weights)
         quota = worker_quota(self.batches_per_epoch, w, workers)
         while produced < quota:
-            batch = builder.new()
+            wire = builder.new()
+            batch = unpack(dict(wire))
             b = 0
             while b < cfg.batch_size:
                 d = int(mixer.choice(len(weights), p=weights))
@@ -97,6 +103,6 @@ class HandStream(IterableDataset):
                 stats.add("frames_decoded", len(item.positions))
                 b += 1
             produced += 1
-            batch["state"] = {"worker": w, "produced": produced, "mixer": mixer.bit_generator.state,
+            wire["state"] = {"worker": w, "produced": produced, "mixer": mixer.bit_generator.state,
                               "readers": [r.state_dict() for r in readers], "stats": stats.snapshot()}
-            yield batch
+            yield wire

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.augment.affine import view_affine
+from pipeline.augment.affine import view_affines
 from pipeline.augment.colour import identity_appearance
 from pipeline.augment.params import GeometrySpec
 from pipeline.stream.clipdata import ClipSample
@@ -35,12 +35,14 @@ class Item:
     affine: np.ndarray  # [V, 2, 3] output -> slot pixels
 
 
-def slot_offset(clip: ClipSample, i: int, slot: int) -> tuple[int, int]:
-    h, w = (int(v) for v in clip.sizes[i])
-    if h > slot or w > slot:
-        raise StreamError(f"{clip.url}: sample {clip.key} frame {i} is {w}x{h}, larger than slot_size {slot}; "
+def slot_offsets(clip: ClipSample, positions: np.ndarray, slot: int) -> np.ndarray:
+    """[V, 2] (x, y) of each stored crop's top-left pixel in the slot: smaller crops are centred."""
+    hw = clip.sizes[positions]
+    if (hw > slot).any():
+        h, w = hw[(hw > slot).any(axis=1)][0]
+        raise StreamError(f"{clip.url}: sample {clip.key} has a {w}x{h} frame, larger than slot_size {slot}; "
                           f"set slot_size >= the shard set's store_size")
-    return (slot - w) // 2, (slot - h) // 2
+    return (slot - hw[:, ::-1]) // 2
 
 
 def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, n: int, k: int,
@@ -88,8 +90,8 @@ def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: i
                 geometry = np.tile(spec.geometry.draw(irng), (v, 1))
             else:
                 geometry = np.stack([spec.geometry.draw(irng) for _ in range(v)])
-            appearance = np.stack([spec.appearance.draw(irng) for _ in range(v)])
-        affine = np.stack([view_affine(clip.hand_boxes[p], slot_offset(clip, p, cfg.slot_size), cfg.out_size, margin,
-                                       *geometry[i]) for i, p in enumerate(pos)])
+            appearance = spec.appearance.draw(irng, v)
+        affine = view_affines(clip.hand_boxes[pos], slot_offsets(clip, pos, cfg.slot_size), cfg.out_size, margin,
+                              geometry)
         items.append(Item(clip, pos, roles, offsets, geometry, appearance, affine))
     return items
