@@ -24,7 +24,8 @@ shards: install
 	$(BIN)/handclr verify shards/sample --deep
 
 bench: install
-	$(BIN)/python benchmarks/sharding.py
+	$(BIN)/python -m benchmarks.sharding
+	$(BIN)/python -m benchmarks.stream
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-data benchmarks/results

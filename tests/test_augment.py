@@ -67,7 +67,7 @@ def numpy_bilinear(img: np.ndarray, A: np.ndarray, o: int, fill: float) -> np.nd
 def test_torch_warp_matches_numpy_bilinear():
     rng = np.random.default_rng(0)
     frames = smooth_frames(rng, 2, 2, 64)
-    aff = np.stack([[view_affine((10, 12, 50, 44), (0, 0), 48, 1.5, *TEMPCLR.geometry.draw(rng)) for _ in range(2)]
+    aff = np.stack([[view_affine((10, 12, 50, 44), (0, 0), 48, 1.5, *g) for g in TEMPCLR.geometry.draw(rng, 2)]
                     for _ in range(2)])
     app = np.tile(identity_appearance(), (2, 2, 1))
     out = augment_pixels(torch.from_numpy(frames), torch.from_numpy(aff), torch.from_numpy(app), 48,
@@ -83,7 +83,7 @@ def test_executors_agree_within_one_grey_level(spec):
     rng = np.random.default_rng(1)
     b, v, s, o = 3, 4, 128, 96
     frames = smooth_frames(rng, b, v, s)
-    aff = np.stack([[view_affine((30, 34, 90, 100), (0, 0), o, 1.5, *spec.geometry.draw(rng)) for _ in range(v)]
+    aff = np.stack([[view_affine((30, 34, 90, 100), (0, 0), o, 1.5, *spec.geometry.draw(rng, 1)[0]) for _ in range(v)]
                     for _ in range(b)])
     app = np.stack([spec.appearance.draw(rng, v) for _ in range(b)])
     app[0, 0, 3] = 1.0  # at least one Sobel frame
@@ -154,10 +154,10 @@ def test_normalise_and_model_input_of_a_warped_batch():
 
 def test_parameter_draws_stay_in_range():
     rng = np.random.default_rng(3)
-    g = np.stack([TEMPCLR.geometry.draw(rng) for _ in range(2000)])
+    g = TEMPCLR.geometry.draw(rng, 2000)
     assert np.abs(g[:, 0]).max() <= math.radians(45) and g[:, 1].min() >= 0.6 and g[:, 1].max() <= 2.0
     assert np.abs(g[:, 2:]).max() <= 0.3
-    g = np.stack([PECLR.geometry.draw(rng) for _ in range(2000)])
+    g = PECLR.geometry.draw(rng, 2000)
     assert np.abs(g[:, 2:]).max() <= 15 / 128 + 1e-12
     a = TEMPCLR.appearance.draw(rng, 4000)
     assert a[:, 0:3].min() >= 0.6 and a[:, 0:3].max() <= 1.4
@@ -174,7 +174,7 @@ def test_batched_affines_equal_the_single_view_formula():
     x0y0 = rng.uniform(0, 150, (6, 2))
     boxes = np.hstack([x0y0, x0y0 + rng.uniform(5, 100, (6, 2))])
     offsets = rng.integers(0, 20, (6, 2)).astype(float)
-    geometry = np.stack([TEMPCLR.geometry.draw(rng) for _ in range(6)])
+    geometry = TEMPCLR.geometry.draw(rng, 6)
     batched = view_affines(boxes, offsets, 224, 1.5, geometry)
     for i in range(6):
         np.testing.assert_allclose(batched[i], view_affine(boxes[i], tuple(offsets[i]), 224, 1.5, *geometry[i]),

@@ -91,3 +91,28 @@ def test_bad_data_is_counted_and_the_stream_continues(stream_shards, tmp_path):
     assert skips.get("unreadable_shard", 0) >= 1
     counts = loader.stats()["counts"]
     assert counts["items"] == 40
+
+
+def test_inspect_writes_the_tuple_grid_and_offset_histograms(stream_shards, tmp_path, capsys):
+    import cv2
+
+    from pipeline.cli import main
+
+    assert main(["inspect", str(stream_shards), "--samples", str(tmp_path / "look"), "--rows", "3"]) == 0
+    grid = cv2.imread(str(tmp_path / "look" / "tuples.png"))
+    assert grid.shape == (3 * 128, 4 * 128, 3) and grid.std() > 10  # anchor | positive | 2 negatives, 3 rows
+    offsets = cv2.imread(str(tmp_path / "look" / "offsets.png"))
+    assert offsets is not None and offsets.shape[1] == 900
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_reused_buffers_give_the_same_batches_when_consumed_in_turn(stream_shards):
+    from tests.test_stream import TENSORS, config
+
+    cfg = config(stream_shards, items_per_epoch=40)
+    plain = [{k: b[k].clone() for k in TENSORS} for b in StreamLoader(HandStream(cfg), num_workers=2)]
+    ring = StreamLoader(HandStream(cfg), num_workers=2, reuse_buffers=True)
+    for _ in range(2):  # the second epoch reuses the persistent worker's buffers
+        ring.set_epoch(0)
+        reused = [{k: b[k].clone() for k in TENSORS} for b in ring]
+        assert len(reused) == len(plain) and all(same(a, b) for a, b in zip(plain, reused))

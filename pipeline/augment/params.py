@@ -25,11 +25,12 @@ class GeometrySpec:
     translation: float = 0.3
     margin: float = 1.5  # output side = margin x the hand box's longer side at scale 1
 
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """[n, 4] independent draws (angle, scale, tx, ty)."""
         r = math.radians(self.rotation_deg)
-        return np.array([rng.uniform(-r, r), rng.uniform(*self.scale),
-                         rng.uniform(-self.translation, self.translation),
-                         rng.uniform(-self.translation, self.translation)])
+        t = self.translation
+        return np.stack([rng.uniform(-r, r, n), rng.uniform(*self.scale, size=n), rng.uniform(-t, t, n),
+                         rng.uniform(-t, t, n)], axis=1)
 
     @staticmethod
     def identity() -> np.ndarray:

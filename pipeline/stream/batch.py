@@ -14,7 +14,7 @@ from pipeline.augment.colour import APPEARANCE_SIZE
 from pipeline.augment.cv2_exec import warp_frame
 from pipeline.augment.params import GEOMETRY_SIZE
 from pipeline.stream.config import StreamConfig
-from pipeline.stream.items import Item, slot_offsets
+from pipeline.stream.items import Item
 
 
 ALIGN = 64  # field alignment inside the batch buffer
@@ -104,14 +104,13 @@ class BatchBuilder:
         return {"buffer": buffer, "layout": layout, "warped": self.warp}
 
 
-    def put(self, batch: dict, b: int, item: Item, dataset_index: int) -> None:
-        """Fill row b of an unpacked batch (`unpack(dict(wire))`) with the item's frames and ids.
+    def put(self, arrays: dict[str, np.ndarray], b: int, item: Item, dataset_index: int) -> None:
+        """Fill row b of a batch, given as NumPy views of its tensors, with the item's frames and ids.
         Raises FrameDecodeError (the caller counts it)."""
-        clip, frames = item.clip, batch["frames"].numpy()
-        offsets = slot_offsets(clip, item.positions, self.cfg.slot_size).tolist()
-        for v, p in enumerate(item.positions):
-            size = (int(clip.sizes[p][0]), int(clip.sizes[p][1]))
-            offset = offsets[v]
+        clip, frames = item.clip, arrays["frames"]
+        for v, p in enumerate(item.positions.tolist()):
+            size = (int(clip.sizes[p, 0]), int(clip.sizes[p, 1]))
+            offset = item.slot_xy[v].tolist()
             try:
                 if self.warp:
                     decode_into(clip.jpeg(p), size, self.rgbx, offset, clip.fill, self.cfg.decoder)
@@ -120,39 +119,37 @@ class BatchBuilder:
                     decode_into(clip.jpeg(p), size, frames[b, v], offset, clip.fill, self.cfg.decoder)
             except FrameDecodeError as exc:
                 raise FrameDecodeError(f"{clip.url}: sample {clip.key} frame {int(clip.index[p])}: {exc}") from exc
-        batch["affine"][b] = torch.from_numpy(item.affine)
-        batch["geometry"][b] = torch.from_numpy(item.geometry)
-        batch["appearance"][b] = torch.from_numpy(item.appearance)
-        batch["fill"][b] = clip.fill
-        batch["dataset"][b] = dataset_index
-        batch["clip"][b] = clip.clip_id
-        batch["frame"][b] = torch.from_numpy(clip.index[item.positions])
-        batch["position"][b] = torch.from_numpy(item.positions)
-        batch["offset"][b] = torch.from_numpy(item.offsets)
-        batch["time"][b] = torch.from_numpy(clip.time[item.positions])
-        batch["role"][b] = torch.from_numpy(item.roles.astype(np.int8))
+        arrays["affine"][b] = item.affine
+        arrays["geometry"][b] = item.geometry
+        arrays["appearance"][b] = item.appearance
+        arrays["fill"][b] = clip.fill
+        arrays["dataset"][b] = dataset_index
+        arrays["clip"][b] = clip.clip_id
+        arrays["frame"][b] = clip.index[item.positions]
+        arrays["position"][b] = item.positions
+        arrays["offset"][b] = item.offsets
+        arrays["time"][b] = clip.time[item.positions]
+        arrays["role"][b] = item.roles
         if self.cfg.labels:
-            self._labels(batch, b, item)
+            self._labels(arrays, b, item)
 
-    def _labels(self, batch: dict, b: int, item: Item) -> None:
-        """Labels in slot pixels (2D shifted by the slot offset); NaN and labelled=False where absent."""
+    def _labels(self, arrays: dict[str, np.ndarray], b: int, item: Item) -> None:
+        """Labels in slot pixels (2D and K shifted by the slot offset); NaN and labelled=False where absent."""
         labels = item.clip.labels()
         for name in ("kp2d", "kp3d", "K"):
-            batch[name][b] = float("nan")
-        batch["labelled"][b] = False
+            arrays[name][b] = np.nan
+        arrays["labelled"][b] = False
         if labels is None:
             return
-        offsets = slot_offsets(item.clip, item.positions, self.cfg.slot_size).tolist()
         for v, p in enumerate(item.positions):
-            batch["labelled"][b, v] = bool(labels["labelled"][p])
-            ox, oy = offsets[v]
+            arrays["labelled"][b, v] = labels["labelled"][p]
+            ox, oy = item.slot_xy[v]
             if "kp3d" in labels:
-                batch["kp3d"][b, v] = torch.from_numpy(labels["kp3d"][p])
+                arrays["kp3d"][b, v] = labels["kp3d"][p]
             if "K" in labels:
-                shift = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy], [0.0, 0.0, 1.0]], np.float32)
-                batch["K"][b, v] = torch.from_numpy(shift @ labels["K"][p])
+                arrays["K"][b, v] = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy], [0.0, 0.0, 1.0]]) @ labels["K"][p]
             if "kp2d" in labels:
-                batch["kp2d"][b, v] = torch.from_numpy(labels["kp2d"][p] + np.array([ox, oy], np.float32))
+                arrays["kp2d"][b, v] = labels["kp2d"][p] + np.array([ox, oy])
 
 
 def unpack(batch: dict) -> dict:

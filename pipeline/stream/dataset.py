@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 
 import numpy as np
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.stream.batch import BatchBuilder, FrameDecodeError, unpack
@@ -84,17 +85,18 @@ class HandStream(IterableDataset):
         if self._builder is None or self._builder[0] != os.getpid():
             self._builder = (os.getpid(), BatchBuilder(cfg, shared, self.ring))  # kept across epochs: a
         builder = self._builder[1]  # persistent worker keeps reusing its buffer ring
-        weights = np.asarray(cfg.weights)
+        cumulative = np.cumsum(cfg.weights)
+        cumulative[-1] = np.inf  # no float round-off can select past the last dataset
         quota = worker_quota(self.batches_per_epoch, w, workers)
         while produced < quota:
             wire = builder.new()
-            batch = unpack(dict(wire))
+            arrays = {k: t.numpy() for k, t in unpack(dict(wire)).items() if isinstance(t, torch.Tensor)}
             b = 0
             while b < cfg.batch_size:
-                d = int(mixer.choice(len(weights), p=weights))
+                d = int(np.searchsorted(cumulative, mixer.random(), side="right"))
                 item = readers[d].next_item()
                 try:
-                    builder.put(batch, b, item, d)
+                    builder.put(arrays, b, item, d)
                 except FrameDecodeError as exc:
                     stats.skip("undecodable_frame", str(exc))
                     continue

@@ -2,9 +2,10 @@
 
 Seeds (every draw is reproducible and independent of worker count and order):
   sampler draws   rng([seed, epoch, pass, dataset index, clip id])
-  augmentation    rng([aug_seed, seed, epoch, pass, view, chunk, item j]) — geometry first (once per item
-                  when time-coherent, once per view otherwise), then appearance for each view.
-So the same clip gets new but reproducible parameters every epoch.
+  augmentation    rng([aug_seed, seed, epoch, pass, view, chunk]): geometry for all m items of the clip
+                  sample first (row j for item j: once per item when time-coherent, once per view
+                  otherwise), then appearance for every view of every item.
+So item j of a clip gets new but reproducible parameters every epoch, drawn in one vectorised call per clip.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Item:
     geometry: np.ndarray  # [V, 4]
     appearance: np.ndarray  # [V, 9]
     affine: np.ndarray  # [V, 2, 3] output -> slot pixels
+    slot_xy: np.ndarray  # [V, 2] where each stored crop's top-left pixel sits in its slot
 
 
 def slot_offsets(clip: ClipSample, positions: np.ndarray, slot: int) -> np.ndarray:
@@ -76,22 +78,23 @@ def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: i
     drawn = _draw_positions(cfg, rng, clip.n, k, anchors)
     if drawn is None:
         return None
+    m, v = len(drawn), len(drawn[0][0])
     spec = cfg.augment
-    margin = 1.0 if clip.passthrough else spec.geometry.margin
-    items = []
-    for j, (pos, roles, offsets) in enumerate(drawn):
-        irng = np.random.default_rng([clip.aug_seed, cfg.seed, epoch, pass_, clip.view, clip.chunk, j])
-        v = len(pos)
-        if not spec.enabled:
-            geometry = np.tile(GeometrySpec.identity(), (v, 1))
-            appearance = np.tile(identity_appearance(), (v, 1))
+    if not spec.enabled:
+        geometry = np.tile(GeometrySpec.identity(), (m, v, 1))
+        appearance = np.tile(identity_appearance(), (m, v, 1))
+    else:
+        arng = np.random.default_rng([clip.aug_seed, cfg.seed, epoch, pass_, clip.view, clip.chunk])
+        if cfg.time_coherent:
+            geometry = np.repeat(spec.geometry.draw(arng, m)[:, None], v, axis=1)
         else:
-            if cfg.time_coherent:
-                geometry = np.tile(spec.geometry.draw(irng), (v, 1))
-            else:
-                geometry = np.stack([spec.geometry.draw(irng) for _ in range(v)])
-            appearance = spec.appearance.draw(irng, v)
-        affine = view_affines(clip.hand_boxes[pos], slot_offsets(clip, pos, cfg.slot_size), cfg.out_size, margin,
-                              geometry)
-        items.append(Item(clip, pos, roles, offsets, geometry, appearance, affine))
-    return items
+            geometry = spec.geometry.draw(arng, m * v).reshape(m, v, -1)
+        appearance = spec.appearance.draw(arng, m * v).reshape(m, v, -1)
+    pos = np.stack([d[0] for d in drawn])
+    slots = slot_offsets(clip, pos.ravel(), cfg.slot_size)
+    margin = 1.0 if clip.passthrough else spec.geometry.margin
+    affine = view_affines(clip.hand_boxes[pos.ravel()], slots, cfg.out_size, margin,
+                          geometry.reshape(m * v, -1)).reshape(m, v, 2, 3)
+    slots = slots.reshape(m, v, 2)
+    return [Item(clip, p, roles, offsets, geometry[j], appearance[j], affine[j], slots[j])
+            for j, (p, roles, offsets) in enumerate(drawn)]
