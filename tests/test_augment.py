@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augment.affine import view_affine
+from pipeline.augment.affine import view_affine as view_affine_batch
 from pipeline.augment.colour import colour_matrix, identity_appearance
 from pipeline.augment.cv2_exec import warp_frame
 from pipeline.augment.params import PECLR, TEMPCLR
 from pipeline.augment.torch_exec import augment_pixels, model_input, normalise
 
 LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def view_affine(box, offset, out, margin, angle=0.0, scale=1.0, tx=0.0, ty=0.0) -> np.ndarray:
+    """One view through the batched function."""
+    return view_affine_batch(np.array([box]), np.array([offset]), out, margin, np.array([[angle, scale, tx, ty]]))[0]
 
 
 def apply(A, x, y):
@@ -167,15 +172,19 @@ def test_parameter_draws_stay_in_range():
     assert a[:, 7].min() >= 0.5 and a[:, 8].min() >= 5 and a[:, 8].max() <= 20
 
 
-def test_batched_affines_equal_the_single_view_formula():
-    from pipeline.augment.affine import view_affines
-
+def test_affines_invert_the_documented_forward_map():
+    """out = (1/k) R(a) (x - c) + o + t O with k = margin * side / (O * scale): re-derived here, per view."""
     rng = np.random.default_rng(4)
     x0y0 = rng.uniform(0, 150, (6, 2))
     boxes = np.hstack([x0y0, x0y0 + rng.uniform(5, 100, (6, 2))])
     offsets = rng.integers(0, 20, (6, 2)).astype(float)
     geometry = TEMPCLR.geometry.draw(rng, 6)
-    batched = view_affines(boxes, offsets, 224, 1.5, geometry)
+    affines = view_affine_batch(boxes, offsets, 224, 1.5, geometry)
     for i in range(6):
-        np.testing.assert_allclose(batched[i], view_affine(boxes[i], tuple(offsets[i]), 224, 1.5, *geometry[i]),
-                                   atol=1e-9)
+        a, sc, tx, ty = geometry[i]
+        c = (boxes[i, :2] + boxes[i, 2:]) / 2 - 0.5 + offsets[i]
+        k = 1.5 * max(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) / (224 * sc)
+        R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        x = rng.uniform(0, 256, 2)
+        out = R @ (x - c) / k + 111.5 + np.array([tx, ty]) * 224
+        np.testing.assert_allclose(apply(affines[i], *out), x, atol=1e-9)

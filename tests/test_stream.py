@@ -205,3 +205,12 @@ def test_cv2_executor_matches_device_side_augmentation(stream_shards):
         diff = (ref - got).abs()[:, :, 2:-2, 2:-2]
         # real JPEG edges: cv2 quantises sample positions to 1/32 px, so allow rare larger steps
         assert diff.mean() < 0.5 and (diff > 1).float().mean() < 0.01
+
+
+def test_cv2_decoder_fills_the_same_slots(stream_shards):
+    (a,), _ = epochs(config(stream_shards))
+    (b,), _ = epochs(config(stream_shards, decoder="cv2"))
+    for x, y in zip(a, b):
+        assert torch.equal(x["position"], y["position"]) and torch.equal(x["clip"], y["clip"])
+        diff = (x["frames"].int() - y["frames"].int()).abs()
+        assert int(diff.max()) <= 1 and float(diff.float().mean()) < 0.05  # two libjpeg builds, same IDCT

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.augment.affine import view_affines
+from pipeline.augment.affine import view_affine
 from pipeline.augment.colour import identity_appearance
 from pipeline.augment.params import GeometrySpec
 from pipeline.stream.clipdata import ClipSample
@@ -93,7 +93,7 @@ def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: i
     pos = np.stack([d[0] for d in drawn])
     slots = slot_offsets(clip, pos.ravel(), cfg.slot_size)
     margin = 1.0 if clip.passthrough else spec.geometry.margin
-    affine = view_affines(clip.hand_boxes[pos.ravel()], slots, cfg.out_size, margin,
+    affine = view_affine(clip.hand_boxes[pos.ravel()], slots, cfg.out_size, margin,
                           geometry.reshape(m * v, -1)).reshape(m, v, 2, 3)
     slots = slots.reshape(m, v, 2)
     return [Item(clip, p, roles, offsets, geometry[j], appearance[j], affine[j], slots[j])
