@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 from urllib.parse import urlparse
 
-import braceexpand
 import pyarrow.parquet as pq
 import webdataset as wds
 from webdataset.gopen import gopen_schemes
+from webdataset.shardlists import expand_urls
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from pipeline.sharding.tables import MANIFEST, SHARDS
@@ -69,17 +69,16 @@ def resolve(spec: DatasetSpec) -> ShardList:
         return _from_directory(entries[0], spec.select)
     urls: list[str] = []
     for entry in entries:
-        for part in entry.split("::"):
-            for url in braceexpand.braceexpand(part):
-                if _is_local(url) and glob.has_magic(url):
-                    matched = sorted(glob.glob(url))
-                    if not matched:
-                        raise StreamError(f"dataset {spec.name}: {url} matches no file")
-                    urls.extend(matched)
-                elif _is_local(url) and not os.path.exists(url):
-                    raise StreamError(f"dataset {spec.name}: shard {url} does not exist")
-                else:
-                    urls.append(url)
+        for url in expand_urls(entry):  # webdataset's own expansion: `::` lists, $WDS_ variables, braces
+            if _is_local(url) and glob.has_magic(url):
+                matched = sorted(glob.glob(url))
+                if not matched:
+                    raise StreamError(f"dataset {spec.name}: {url} matches no file")
+                urls.extend(matched)
+            elif _is_local(url) and not os.path.exists(url):
+                raise StreamError(f"dataset {spec.name}: shard {url} does not exist")
+            else:
+                urls.append(url)
     if not urls:
         raise StreamError(f"dataset {spec.name}: no shards in {spec.shards!r}")
     return ShardList(tuple(urls), None, None)

@@ -1,0 +1,8 @@
+"""Pure contrastive losses on projections z [N, D]; positives and negatives are masks built from ids, so the
+same functions run on a local micro-batch or on the batch gathered across ranks (docs/design.md §4)."""
+
+from pipeline.objectives.contrastive import info_nce, nt_xent, time_contrastive, time_contrastive_masks
+from pipeline.objectives.equivariant import equivariant_nt_xent, invert_geometry
+
+__all__ = ["equivariant_nt_xent", "info_nce", "invert_geometry", "nt_xent", "time_contrastive",
+           "time_contrastive_masks"]
