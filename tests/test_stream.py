@@ -18,7 +18,7 @@ from pipeline.stream.config import preset_augment
 from tests.conftest import read_shard_set
 
 TENSORS = ("frames", "affine", "geometry", "appearance", "fill", "dataset", "clip", "frame", "position", "offset",
-           "time", "role")
+           "time", "role", "window")
 
 
 def config(shards, datasets=("hanco", "doh100"), **kw) -> StreamConfig:
@@ -65,6 +65,7 @@ def test_batch_contract_pixels_and_windows(stream_shards, reference):
             off = pos - pos[0]
             assert np.array_equal(batch["offset"][b].numpy(), off)
             kk = k[int(batch["dataset"][b])]
+            assert int(batch["window"][b]) == kk
             assert 1 <= abs(off[1]) <= kk and (np.abs(off[2:]) > kk).all()
             for v, p in enumerate(pos):
                 img = ref["frames"][p]

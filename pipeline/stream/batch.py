@@ -81,7 +81,7 @@ class BatchBuilder:
             ("geometry", (b, v, GEOMETRY_SIZE), torch.float32), ("appearance", (b, v, APPEARANCE_SIZE), torch.float32),
             ("fill", (b,), torch.uint8), ("dataset", (b,), torch.int64), ("clip", (b,), torch.int64),
             ("frame", (b, v), torch.int64), ("position", (b, v), torch.int64), ("offset", (b, v), torch.int64),
-            ("time", (b, v), torch.float64), ("role", (b, v), torch.int8),
+            ("time", (b, v), torch.float64), ("role", (b, v), torch.int8), ("window", (b,), torch.int64),
         ]
         if self.cfg.labels:
             fields += [("labelled", (b, v), torch.bool), ("kp2d", (b, v, 21, 2), torch.float32),
@@ -130,6 +130,7 @@ class BatchBuilder:
         arrays["offset"][b] = item.offsets
         arrays["time"][b] = clip.time[item.positions]
         arrays["role"][b] = item.roles
+        arrays["window"][b] = item.window
         if self.cfg.labels:
             self._labels(arrays, b, item)
 

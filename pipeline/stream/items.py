@@ -35,6 +35,7 @@ class Item:
     appearance: np.ndarray  # [V, 9]
     affine: np.ndarray  # [V, 2, 3] output -> slot pixels
     slot_xy: np.ndarray  # [V, 2] where each stored crop's top-left pixel sits in its slot
+    window: int  # the TempCLR half-width k used for this item (0 in other modes)
 
 
 def slot_offsets(clip: ClipSample, positions: np.ndarray, slot: int) -> np.ndarray:
@@ -96,5 +97,6 @@ def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: i
     affine = view_affine(clip.hand_boxes[pos.ravel()], slots, cfg.out_size, margin,
                           geometry.reshape(m * v, -1)).reshape(m, v, 2, 3)
     slots = slots.reshape(m, v, 2)
-    return [Item(clip, p, roles, offsets, geometry[j], appearance[j], affine[j], slots[j])
+    window = k if cfg.mode == "tempclr" else 0
+    return [Item(clip, p, roles, offsets, geometry[j], appearance[j], affine[j], slots[j], window)
             for j, (p, roles, offsets) in enumerate(drawn)]
