@@ -9,6 +9,7 @@ from collections import Counter
 log = logging.getLogger("handclr.stream")
 
 WARN_INTERVAL_S = 60.0
+_last_warn: dict[str, float] = {}  # per process, across epochs: a new epoch's counters do not re-arm warnings
 
 
 class StreamStats:
@@ -18,7 +19,6 @@ class StreamStats:
     def __init__(self) -> None:
         self.counts: Counter = Counter()
         self.skips: Counter = Counter()
-        self._last_warn: dict[str, float] = {}
         self._unwarned: Counter = Counter()
 
     def add(self, name: str, n: int = 1) -> None:
@@ -28,9 +28,9 @@ class StreamStats:
         self.skips[reason] += 1
         self._unwarned[reason] += 1
         now = time.monotonic()
-        if now - self._last_warn.get(reason, -WARN_INTERVAL_S) >= WARN_INTERVAL_S:
+        if now - _last_warn.get(reason, -WARN_INTERVAL_S) >= WARN_INTERVAL_S:
             log.warning("stream skipped (%s) x%d: %s", reason, self._unwarned[reason], message)
-            self._last_warn[reason] = now
+            _last_warn[reason] = now
             self._unwarned[reason] = 0
 
     def snapshot(self) -> dict:

@@ -161,7 +161,6 @@ def _build(cls, data: Any, where: str):
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
     kwargs = {}
     for name, value in data.items():
-        f = known[name]
         sub = _SECTIONS.get((cls, name))
         if sub is DatasetEntry:
             if not isinstance(value, list):
