@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARD_WORKERS ?= 2
 
-.PHONY: install test shards bench clean
+.PHONY: install test shards bench pretrain-smoke clean
 
 install: $(STAMP)
 
@@ -23,9 +23,15 @@ shards: install
 	$(BIN)/handclr shard --recipe shards/sample.yaml --root shards/sample-data --out shards/sample --workers $(SHARD_WORKERS)
 	$(BIN)/handclr verify shards/sample --deep
 
+pretrain-smoke: shards
+	rm -rf runs/smoke
+	$(BIN)/python launch/pretrain.py --config launch/configs/smoke.yaml --set checkpoint.dir=runs/smoke
+	$(BIN)/python launch/pretrain.py --config launch/configs/smoke.yaml --set checkpoint.dir=runs/smoke \
+		--set schedule.max_steps=24 --resume latest
+
 bench: install
 	$(BIN)/python -m benchmarks.sharding
 	$(BIN)/python -m benchmarks.stream
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-data benchmarks/results
+	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-data benchmarks/results runs
