@@ -90,7 +90,7 @@ def _rng_state(device: torch.device) -> dict:
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def _optimiser_step(model, micro: list[dict], cfg: TrainConfig, fns: StepFns, optimizer, scaler,
+def optimiser_step(model, micro: list[dict], cfg: TrainConfig, fns: StepFns, optimizer, scaler,
                     progress: Progress) -> tuple[float, float]:
     """Gradients of one effective batch, unscale, clip, then step — or skip and count a non-finite step
     (the schedule still advances: a skipped step consumes its data)."""
@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = N
                 progress.epoch += 1
                 break
             t1 = time.perf_counter()
-            loss, grad_norm = _optimiser_step(model, micro, cfg, fns, optimizer, scaler, progress)
+            loss, grad_norm = optimiser_step(model, micro, cfg, fns, optimizer, scaler, progress)
             scheduler.step()
             progress.step += 1
             progress.samples_seen += cfg.distributed.effective_batch
