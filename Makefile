@@ -32,6 +32,7 @@ pretrain-smoke: shards
 bench: install
 	$(BIN)/python -m benchmarks.sharding
 	$(BIN)/python -m benchmarks.stream
+	$(BIN)/python -m benchmarks.train_step
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-data benchmarks/results runs

@@ -109,3 +109,19 @@ def test_world2_accumulation2_equals_one_device(name, tmp_path):
     if name == "tempclr":  # the seeds' plain accumulation sees fewer negatives: a different gradient
         plain = distributed_step(name, "plain", tmp_path)
         assert float((plain["grad"] - reference).norm() / reference.norm()) > 1e-3
+
+
+def test_gradient_cache_updates_batch_norm_statistics_once():
+    """The graph-free pass restores running statistics, so after a step they equal one ordinary forward per
+    micro-batch (what plain accumulation does)."""
+    objective, views = OBJECTIVES["simclr"]
+    batch = synthetic_batch(views, seed=5)
+    micro = [rows(batch, 0, E // 2), rows(batch, E // 2, E)]
+    stats = []
+    for mode in ("gradient_cache", "plain"):
+        torch.manual_seed(0)
+        model = build_model("test_resnet", hidden=32, out=16)
+        run_step(model, micro, objective, mode)
+        stats.append({k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k})
+    assert stats[0] and all(torch.allclose(stats[0][k], stats[1][k], atol=1e-6) for k in stats[0])
+    assert int(stats[0]["head.net.1.num_batches_tracked"]) == 2

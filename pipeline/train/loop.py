@@ -232,8 +232,8 @@ def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = N
     if not stopped:
         path = save()
         if accelerator.is_main_process:
-            export_encoder(model, run_dir / "encoder.safetensors")
-            accelerator.print(f"done: step {progress.step}, checkpoint {path}, encoder {run_dir / 'encoder.safetensors'}")
+            encoder = export_encoder(model, run_dir / "encoder.safetensors")
+            accelerator.print(f"done: step {progress.step}, checkpoint {path}, encoder {encoder}")
     if report_to != "none":
         accelerator.end_training()
     return progress
