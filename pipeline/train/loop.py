@@ -175,11 +175,13 @@ def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = N
                   no_sync=lambda: accelerator.no_sync(net))
     stop = StopFlag()
 
+    def shared_state() -> dict:  # rank 0 only: identical on every rank
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "progress": vars(progress).copy(), "config": cfg.to_dict()}
+
     def save() -> Path:
-        shared = lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),  # noqa: E731
-                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "progress": vars(progress).copy(), "config": cfg.to_dict()}
-        return save_checkpoint(run_dir, progress.step, rank, shared,
+        return save_checkpoint(run_dir, progress.step, rank, shared_state,
                                {"rng": _rng_state(device), "stream": loader.state_dict()},
                                accelerator.wait_for_everyone, cfg.checkpoint.keep_last)
 
