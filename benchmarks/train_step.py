@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.sharding import cpu_model
-from pipeline.augment.torch_exec import model_input
 from pipeline.models import build_model
 from pipeline.sampledata import generate
 from pipeline.sharding.recipe import load_recipe
 from pipeline.sharding.run import shard
 from pipeline.stream import HandStream, StreamLoader
 from pipeline.train.config import load_config
-from pipeline.train.loop import DTYPES, Progress, optimiser_step, stream_config
+from pipeline.train.loop import Progress, forward_fn, optimiser_step, stream_config, to_device
 from pipeline.train.optim import build_optimizer
 from pipeline.train.step import StepFns
 
@@ -52,21 +51,8 @@ def setup(cfg, device):
     model = build_model(cfg.model.backbone, cfg.model.hidden, cfg.model.out, cfg.model.channels_last).to(device)
     optimizer = build_optimizer(model, cfg.optim, cfg.optim.lr)
     net = torch.compile(model) if cfg.model.compile else model
-    dtype = DTYPES[cfg.optim.precision]
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext
-
-    def forward(batch):
-        x = model_input(batch, cfg.data.out_size, channels_last=cfg.model.channels_last)
-        with autocast():
-            return net(x)
-
-    fns = StepFns(forward, lambda loss: loss.backward(), contextlib.nullcontext)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    return model, optimizer, fns, scaler
-
-
-def to_device(batch, device):
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    fns = StepFns(forward_fn(net, cfg, device), lambda loss: loss.backward(), contextlib.nullcontext)
+    return model, optimizer, fns, torch.amp.GradScaler(device.type, enabled=False)
 
 
 def run(cfg, device, micro_source) -> tuple[float, int]:

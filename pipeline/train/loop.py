@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -72,7 +73,7 @@ class StopFlag:
 
 def stream_config(cfg: TrainConfig) -> StreamConfig:
     d = cfg.data
-    mode = "tempclr" if cfg.objective.name == "tempclr" else cfg.objective.name
+    mode = cfg.objective.name  # the stream's modes include every objective's name
     return StreamConfig(tuple(DatasetSpec(e.name, e.shards, e.weight, e.window) for e in d.datasets), mode=mode,
                         batch_size=cfg.distributed.micro_batch, seed=d.seed, out_size=d.out_size,
                         positives=d.positives, negatives=d.negatives, positive_law=d.positive_law,
@@ -81,8 +82,20 @@ def stream_config(cfg: TrainConfig) -> StreamConfig:
                         items_per_epoch=d.items_per_epoch)
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def forward_fn(net: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[[dict], torch.Tensor]:
+    """Micro-batch on the device -> embeddings: device-side augmentation in float32, the model under autocast."""
+    dtype = DTYPES[cfg.optim.precision]
+
+    def forward(batch: dict) -> torch.Tensor:
+        x = model_input(batch, cfg.data.out_size, channels_last=cfg.model.channels_last)
+        with torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext():
+            return net(x)
+
+    return forward
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -163,15 +176,7 @@ def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = N
             torch.cuda.set_rng_state(own["rng"]["cuda"], device)
         accelerator.print(f"resumed from {path} at step {progress.step}, epoch {progress.epoch}")
 
-    dtype = DTYPES[cfg.optim.precision]
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
-
-    def forward(batch: dict) -> torch.Tensor:
-        x = model_input(batch, cfg.data.out_size, channels_last=cfg.model.channels_last)
-        with autocast:
-            return forward_module(x)
-
-    fns = StepFns(forward=forward, backward=lambda loss: scaler.scale(loss).backward(),
+    fns = StepFns(forward=forward_fn(forward_module, cfg, device), backward=lambda loss: scaler.scale(loss).backward(),
                   no_sync=lambda: accelerator.no_sync(net))
     stop = StopFlag()
 
@@ -203,7 +208,7 @@ def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = N
         batches = iter(loader)
         while progress.step < total_steps and not stopped:
             t0 = time.perf_counter()
-            micro = [_to_device(b, device) for b in itertools.islice(batches, accumulation)]
+            micro = [to_device(b, device) for b in itertools.islice(batches, accumulation)]
             if len(micro) < accumulation:  # epoch exhausted (a remainder shorter than one step is dropped)
                 progress.epoch += 1
                 break
