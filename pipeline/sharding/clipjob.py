@@ -28,10 +28,14 @@ SCHEMA_VERSION = 1
 LABEL_FIELDS = {"kp2d": (21, 2), "kp3d": (21, 3), "K": (3, 3), "mano_pose": (48,), "mano_shape": (10,)}
 
 
+def stable_hash63(text: str) -> int:
+    """First 8 bytes of blake2b(text), little-endian, masked to 63 bits: stable across runs and machines."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+
+
 def aug_seed(seed: int, dataset: str, sequence: str) -> int:
     """63-bit per-sequence seed from a stable hash: independent of shard order, workers and parts."""
-    digest = hashlib.blake2b(f"{seed}\x00{dataset}\x00{sequence}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+    return stable_hash63(f"{seed}\x00{dataset}\x00{sequence}")
 
 
 def sample_digest(members: dict[str, bytes]) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.sharding.clipjob import unpack_labels
+from pipeline.sharding.clipjob import stable_hash63, unpack_labels
 
 
 class CorruptSample(Exception):
@@ -19,7 +18,7 @@ class CorruptSample(Exception):
 
 def clip_id(key: str) -> int:
     """Stable 63-bit id of a sample key (the `clip` id in batches; masks in the objectives use it)."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+    return stable_hash63(key)
 
 
 @dataclass

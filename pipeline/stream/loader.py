@@ -69,7 +69,7 @@ class StreamLoader:
             self._workers[state["worker"]] = state
             self._consumed += 1
             yield unpack(wire)
-        self._finished_stats = merge_snapshots([self._finished_stats] + [s["stats"] for s in self._workers.values()])
+        self._finished_stats = self.stats()
         self.epoch, self._consumed, self._workers = self.epoch + 1, 0, {}
 
     def stats(self) -> dict:

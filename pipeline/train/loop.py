@@ -23,11 +23,11 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from pipeline.augment.params import PECLR, TEMPCLR
 from pipeline.augment.torch_exec import model_input
 from pipeline.errors import HandclrError
 from pipeline.models import build_model, export_encoder
 from pipeline.stream import DatasetSpec, HandStream, StreamConfig, StreamLoader
+from pipeline.stream.config import preset_augment
 from pipeline.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pipeline.train.config import TrainConfig
 from pipeline.train.optim import build_optimizer, build_scheduler, scaled_lr
@@ -78,7 +78,7 @@ def stream_config(cfg: TrainConfig) -> StreamConfig:
                         batch_size=cfg.distributed.micro_batch, seed=d.seed, out_size=d.out_size,
                         positives=d.positives, negatives=d.negatives, positive_law=d.positive_law,
                         negative_law=d.negative_law, items_per_sample=d.items_per_sample,
-                        augment=TEMPCLR if mode == "tempclr" else PECLR, executor=d.executor,
+                        augment=preset_augment(mode), executor=d.executor,
                         items_per_epoch=d.items_per_epoch)
 
 
