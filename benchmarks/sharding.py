@@ -11,8 +11,12 @@ What is measured, in one process pinned to one core with OpenCV single-threaded:
 ratio = ours / limit is the share of the ceiling the sharder reaches; 1 - ratio is its overhead beyond
 decode + encode. Caveat, stated so the ratio is read right: when a hand crop is at least twice the stored
 size, the sharder asks libjpeg-turbo for a DCT-domain 1/2 (1/4, 1/8) decode, which is cheaper than the
-full decode the limit performs; on these generated frames most crops qualify. Each measurement is warmed up once (imports, page cache) and then repeated; the median
-is reported. Results go to stdout and benchmarks/results/sharding.json.
+full decode the limit performs; on these generated frames most crops qualify. Each measurement is warmed up
+once (imports, page cache) and then repeated; the median is reported. Results go to stdout and
+benchmarks/results/sharding.json.
+
+Run from the repository root as a module, `python -m benchmarks.sharding` (what `make bench` does): the benchmarks
+import each other as the `benchmarks` package, which `python benchmarks/sharding.py` cannot see.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

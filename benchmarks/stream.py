@@ -19,6 +19,9 @@ and produces the same output shape, 224 x 224 per view:
 
 Each is warmed up once and repeated; medians are reported (frames/s/core) with ratios, to stdout and to
 benchmarks/results/stream.json.
+
+Run from the repository root as a module, `python -m benchmarks.stream` (what `make bench` does): the benchmarks
+import each other as the `benchmarks` package, which `python benchmarks/stream.py` cannot see.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Per configuration, items/s over timed optimiser steps (after warm-up) and peak m
 CPU figures (tiny timm test model, 64 px, E = 32 = 4 x 8) always; on a CUDA machine also resnet18 and resnet50
 at 224 px, bf16, channels_last, with and without torch.compile, E = 2048 on one GPU. Peak memory is the CUDA
 allocator's peak on GPU and the process's peak resident set on CPU. Writes benchmarks/results/train_step.json.
+
+Run from the repository root as a module, `python -m benchmarks.train_step` (what `make bench` does): the benchmarks
+import each other as the `benchmarks` package, which `python benchmarks/train_step.py` cannot see.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from pipeline.models import build_model
 from pipeline.sampledata import generate
 from pipeline.sharding.recipe import load_recipe
 from pipeline.sharding.run import shard
-from pipeline.stream import HandStream, StreamLoader
+from pipeline.stream import HandStream
 from pipeline.train.config import load_config
-from pipeline.train.loop import Progress, forward_fn, optimiser_step, stream_config, to_device
 from pipeline.train.optim import build_optimizer
 from pipeline.train.step import StepFns
+from pipeline.train.tasks import PretrainTask
+from pipeline.train.trainer import Progress, build_loader, forward_fn, optimiser_step, to_device
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step.json"
@@ -63,7 +67,7 @@ def run(cfg, device, micro_source) -> tuple[float, int]:
 
     def one_step():
         micro = [to_device(next(micro_source), device) for _ in range(accumulation)]
-        optimiser_step(model, micro, cfg, fns, optimizer, scaler, progress)
+        optimiser_step(model, micro, cfg, PretrainTask(cfg), fns, optimizer, scaler, progress)
 
     for _ in range(WARMUP):
         one_step()
@@ -80,8 +84,7 @@ def run(cfg, device, micro_source) -> tuple[float, int]:
 
 
 def loader_batches(cfg):
-    loader = StreamLoader(HandStream(stream_config(cfg)), num_workers=cfg.data.num_workers,
-                          reuse_buffers=cfg.data.reuse_buffers)
+    loader = build_loader(cfg, HandStream(cfg.data), cfg.accumulation(1))
     epoch = 0
     while True:
         loader.set_epoch(epoch)
@@ -91,7 +94,7 @@ def loader_batches(cfg):
 
 def synthetic_batches(cfg):
     """Distinct real micro-batches drawn once and then cycled from memory."""
-    source = loader_batches(replace(cfg, data=replace(cfg.data, reuse_buffers=False)))
+    source = loader_batches(replace(cfg, loader=replace(cfg.loader, reuse_buffers=False)))
     pool = [next(source) for _ in range(cfg.accumulation(1))]
     while True:
         yield from pool
@@ -142,7 +145,7 @@ def main() -> None:
               "configs": rows,
               "context": {"warmup_steps": WARMUP, "timed_steps": STEPS, "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "python": platform.python_version(),
-                          "loader_workers": {n: c.data.num_workers for n, c in configs.items()}}}
+                          "loader_workers": {n: c.loader.num_workers for n, c in configs.items()}}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {RESULTS}")

@@ -16,7 +16,7 @@ import sys
 
 from pipeline.errors import HandclrError
 from pipeline.train.config import load_config
-from pipeline.train.loop import train
+from pipeline.train.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:

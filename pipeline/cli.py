@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import HandclrError
@@ -21,6 +23,20 @@ def _part(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _user_paths(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An OSError on a path the user gave (a file where a directory belongs, no permission, disk full) is
+    one clear line, like any other HandclrError, not a traceback."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise HandclrError(f"{where}{exc.strerror or exc}") from exc
+
+    return run
+
+
 def _print_shard_summary(summary: dict) -> None:
     skips = summary["skips"]
     print(f"clips: {summary['clips_in']} in, {summary['clips_written']} written; samples: {summary['samples']}; "
@@ -33,6 +49,7 @@ def _print_shard_summary(summary: dict) -> None:
         print(f"  skipped while listing ({reason}): {count}")
 
 
+@_user_paths
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from pipeline.sampledata import generate
 
@@ -41,6 +58,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_paths
 def cmd_shard(args: argparse.Namespace) -> int:
     from pipeline.sharding.run import merge, shard
 
@@ -58,6 +76,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_paths
 def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.sharding.verify import verify
 
@@ -71,6 +90,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_paths
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.sharding.summary import format_summary, shard_set_summary
 
@@ -82,6 +102,34 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for path in write_samples(args.dir, args.samples, args.mode, args.rows, args.seed):
             print(f"wrote {path}")
     return 0
+
+
+@_user_paths
+def cmd_mano_check(args: argparse.Namespace) -> int:
+    from pipeline.models.mano import DEFAULT_TIPS, OFFICIAL_MD5, file_md5, load_mano, template_checksum, tip_vertex_ids
+
+    tips = args.tips or DEFAULT_TIPS
+    tip_vertex_ids(tips)  # an unknown name fails before the model is read
+    model = load_mano(args.path)
+    md5 = file_md5(args.path)
+    print(f"MANO model {args.path}: md5 {md5} ({OFFICIAL_MD5.get(md5, 'not an official v1.2 MANO file')})")
+    for key, value in sorted(model.items()):
+        if hasattr(value, "shape"):
+            print(f"  {key:<17} {str(value.shape):<14} {value.dtype}")
+    print(f"v_template sha256 (float64): {template_checksum(model)}")
+    extent = _mano_zero_pose_extent(model, tips)
+    print(f"zero pose, flat hand, tips={tips}: 21 joints span x {extent[0]:.4f} y {extent[1]:.4f} z {extent[2]:.4f} m")
+    return 0
+
+
+def _mano_zero_pose_extent(model: dict, tips: str) -> list[float]:
+    import torch
+
+    from pipeline.models.mano import build_mano_layer, mano_joints21
+
+    with torch.no_grad():
+        joints = mano_joints21(build_mano_layer(model, flat_hand_mean=True)(), tips)[0]
+    return (joints.max(dim=0).values - joints.min(dim=0).values).tolist()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=8, help="items in the tuple grid")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("mano-check", help="load a MANO model file (no chumpy needed) and run a zero-pose forward")
+    p.add_argument("path", help="MANO_RIGHT.pkl or MANO_LEFT.pkl (v1.2)")
+    p.add_argument("--tips", help="fingertip vertex ids: freihand (default), manopth or ho3d")
+    p.set_defaults(func=cmd_mano_check)
     return parser
 
 

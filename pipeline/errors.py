@@ -17,16 +17,30 @@ class LayoutError(HandclrError):
     """A dataset root is missing or is not in the expected official layout."""
 
 
-class AnnotationError(HandclrError):
-    """An annotation file is missing, malformed or refused; `reason` is the skip reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class ConfigError(HandclrError):
+    """A config, recipe or command-line value is missing, of the wrong type or out of range."""
 
 
 class StrictModeError(HandclrError):
     """A skip happened under --strict."""
+
+
+class StreamError(HandclrError):
+    """A stream that cannot run as configured (no shards, no usable item in a whole pass, bad setting)."""
+
+
+class TrainError(HandclrError):
+    """A training run that cannot go on (non-finite steps in a row, an unusable checkpoint, a bad resume)."""
+
+
+class SkipError(HandclrError):
+    """One item (frame, clip, sample, annotation) cannot be used. `reason` is the counter's key
+    (`image_undecodable`, `annotation_forbidden`, `corrupt_labels`, ...); the message names the file and the
+    problem. Callers catch it, count it and go on; only layout-level problems are errors that stop a run."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -53,7 +67,7 @@ class SkipCounter:
         if clips:
             self.clips[reason] += clips
 
-    def merge(self, other: "SkipCounter") -> None:
+    def merge(self, other: SkipCounter) -> None:
         self.clips.update(other.clips)
         self.frames.update(other.frames)
         for reason, where in other.examples.items():
@@ -64,6 +78,6 @@ class SkipCounter:
                 "examples": dict(sorted(self.examples.items()))}
 
     @classmethod
-    def from_dict(cls, data: dict, strict: bool = False) -> "SkipCounter":
+    def from_dict(cls, data: dict, strict: bool = False) -> SkipCounter:
         return cls(strict, Counter(data.get("clips", {})), Counter(data.get("frames", {})),
                    dict(data.get("examples", {})))

@@ -75,7 +75,7 @@ def read_shard_set(out: Path) -> dict[str, dict]:
     for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         meta = json.loads(s["json"])
         fr = meta["frames"]
-        jpegs = [s["jpgs"][o:o + n] for o, n in zip(fr["offset"], fr["length"])]
+        jpegs = [s["jpgs"][o:o + n] for o, n in zip(fr["offset"], fr["length"], strict=True)]
         labels = None
         if "labels" in s:
             raw = zstandard.ZstdDecompressor().decompressobj().decompress(s["labels"])

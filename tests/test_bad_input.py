@@ -44,8 +44,9 @@ def test_corrupt_and_truncated_images_are_counted(tmp_path, sample_copy):
 
 
 def test_truncated_png_in_ho3d_v2(tmp_path):
-    from pipeline.sampledata.layouts import ho3d
     import numpy as np
+
+    from pipeline.sampledata.layouts import ho3d
 
     ho3d(tmp_path / "ho3d", np.random.default_rng(0), version=2, frames=10, eval_frames=3)
     png = tmp_path / "ho3d/train/ABF10/rgb/0003.png"

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.objectives import (equivariant_nt_xent, info_nce, invert_geometry, nt_xent, time_contrastive,
-                                 time_contrastive_masks)
+from pipeline.objectives import (
+    equivariant_nt_xent,
+    info_nce,
+    invert_geometry,
+    nt_xent,
+    time_contrastive,
+    time_contrastive_masks,
+)
 
 
 def np_info_nce(z, queries, pos, neg, tau, with_positive):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.stream.sampling import (eligible_anchors, frames_draw, sequence_draw, successive_sample,
-                                      tempclr_draw)
+from pipeline.stream.sampling import eligible_anchors, frames_draw, sequence_draw, successive_sample, tempclr_draw
 
 DRAWS = 100_000
 # the written formulas, re-stated independently of the module

@@ -43,7 +43,7 @@ def test_summary_accounts_for_every_frame(sample, sample_shards):
 def test_hanco_frames_keep_their_original_bytes(sample, stored):
     root, _ = sample
     s = stored["hanco-0001-5-0"]
-    for source_id, jpeg in zip(s["meta"]["frames"]["source_id"], s["jpegs"]):
+    for source_id, jpeg in zip(s["meta"]["frames"]["source_id"], s["jpegs"], strict=True):
         assert jpeg == (root / "hanco" / source_id).read_bytes()
     assert s["meta"]["frames"]["size"][0] == [224, 224]
 

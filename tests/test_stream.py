@@ -109,20 +109,21 @@ def test_new_but_reproducible_parameters_each_epoch(stream_shards):
     cfg = config(stream_shards, datasets=("hanco",), mode="peclr", augment=preset_augment("peclr"),
                  items_per_epoch=16)
     (e0, e1), _ = epochs(cfg, 2)
-    geo = [{(int(c), int(p)): g for b in e for c, p, g in zip(b["clip"], b["position"][:, 0], b["geometry"][:, 0])}
+    geo = [{(int(c), int(p)): g for b in e
+            for c, p, g in zip(b["clip"], b["position"][:, 0], b["geometry"][:, 0], strict=True)}
            for e in (e0, e1)]
     assert set(geo[0]) and all(not torch.equal(geo[0][key], geo[1][key]) for key in set(geo[0]) & set(geo[1]))
     (again,), _ = epochs(cfg)
-    assert all(same(x, y) for x, y in zip(e0, again))
+    assert all(same(x, y) for x, y in zip(e0, again, strict=True))
 
 
 def test_same_seed_same_batches_different_seed_different(stream_shards):
     cfg = config(stream_shards)
     (a,), _ = epochs(cfg, workers=2)
     (b,), _ = epochs(cfg, workers=2)
-    assert len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     (c,), _ = epochs(config(stream_shards, seed=1), workers=2)
-    assert not all(same(x, y) for x, y in zip(a, c))
+    assert not all(same(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_ranks_read_disjoint_items_and_yield_equal_lengths(stream_shards):
@@ -155,26 +156,27 @@ def test_resume_is_bit_identical(stream_shards, workers, k):
     fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
     rest0 = list(fresh)
     rest1 = list(fresh)
-    assert all(same(x, y) for x, y in zip(head, e0[:k]))
+    assert all(same(x, y) for x, y in zip(head, e0[:k], strict=True))
     assert len(rest0) == len(e0) - k and len(rest1) == len(e1)
-    assert all(same(x, y) for x, y in zip(rest0, e0[k:]))
-    assert all(same(x, y) for x, y in zip(rest1, e1))
+    assert all(same(x, y) for x, y in zip(rest0, e0[k:], strict=True))
+    assert all(same(x, y) for x, y in zip(rest1, e1, strict=True))
 
 
 def test_epoch_reaches_persistent_workers(stream_shards):
     cfg = config(stream_shards)
     (e0, e1), loader = epochs(cfg, 2, workers=2)
     assert loader.epoch == 2
-    assert not all(same(x, y) for x, y in zip(e0, e1))
+    assert not all(same(x, y) for x, y in zip(e0, e1, strict=True))
     fresh = StreamLoader(HandStream(cfg), num_workers=2)
     fresh.set_epoch(1)
-    assert all(same(x, y) for x, y in zip(e1, list(fresh)))
+    assert all(same(x, y) for x, y in zip(e1, list(fresh), strict=True))
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (3.0, 1.0)])
 def test_mixing_shares_match_weights(stream_shards, weights):
     """Each item's dataset is an independent draw: count ~ Binomial(N, w); bound |count - N w| <= 5 sigma."""
-    specs = tuple(DatasetSpec(d, str(stream_shards), weight=w) for d, w in zip(("hanco", "freihand"), weights))
+    specs = tuple(DatasetSpec(d, str(stream_shards), weight=w)
+                  for d, w in zip(("hanco", "freihand"), weights, strict=True))
     n = 3000
     cfg = StreamConfig(specs, mode="peclr", batch_size=100, out_size=64, items_per_epoch=n, seed=3,
                        augment=preset_augment("peclr"))
@@ -198,7 +200,7 @@ def test_cv2_executor_matches_device_side_augmentation(stream_shards):
     cv = config(stream_shards, datasets=("hanco",), out_size=96, executor="cv2")
     (a,), _ = epochs(base)
     (b,), _ = epochs(cv)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert y["warped"] is True and y["frames"].shape == (4, 4, 96, 96, 3)
         assert torch.equal(x["affine"], y["affine"]) and torch.equal(x["appearance"], y["appearance"])
         ref = augment_pixels(x["frames"], x["affine"], x["appearance"], 96, x["fill"]).round()
@@ -211,7 +213,7 @@ def test_cv2_executor_matches_device_side_augmentation(stream_shards):
 def test_cv2_decoder_fills_the_same_slots(stream_shards):
     (a,), _ = epochs(config(stream_shards))
     (b,), _ = epochs(config(stream_shards, decoder="cv2"))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x["position"], y["position"]) and torch.equal(x["clip"], y["clip"])
         diff = (x["frames"].int() - y["frames"].int()).abs()
         assert int(diff.max()) <= 1 and float(diff.float().mean()) < 0.05  # two libjpeg builds, same IDCT

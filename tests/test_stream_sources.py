@@ -40,7 +40,7 @@ def test_url_forms_read_the_same_samples(stream_shards):
     for form in (brace, tuple(f"pipe:cat {u}" for u in urls), "::".join(urls),
                  tuple(f"memory://handclr-test/{Path(u).name}" for u in urls)):
         batches, _ = run(form)
-        assert len(batches) == len(reference) and all(same(a, b) for a, b in zip(batches, reference)), form
+        assert len(batches) == len(reference) and all(same(a, b) for a, b in zip(batches, reference, strict=True)), form
     globbed, _ = run(f"{stream_shards}/shard-0000[01]*.tar")  # holds other datasets too: they are filtered out
     assert len(globbed) == 2 and all(bool((b["dataset"] == 0).all()) for b in globbed)
 
@@ -115,4 +115,4 @@ def test_reused_buffers_give_the_same_batches_when_consumed_in_turn(stream_shard
     for _ in range(2):  # the second epoch reuses the persistent worker's buffers
         ring.set_epoch(0)
         reused = [{k: b[k].clone() for k in TENSORS} for b in ring]
-        assert len(reused) == len(plain) and all(same(a, b) for a, b in zip(plain, reused))
+        assert len(reused) == len(plain) and all(same(a, b) for a, b in zip(plain, reused, strict=True))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.augment.colour import identity_appearance
+from pipeline.typedconfig import NonNegativeFloat, PositiveFloat, Probability, ranged
 
 GEOMETRY_SIZE = 4
 
@@ -20,10 +21,10 @@ GEOMETRY_SIZE = 4
 class GeometrySpec:
     """Defaults are TempCLR's: rotation ±45°, scale [0.6, 2.0], translation ±0.3 of the image size."""
 
-    rotation_deg: float = 45.0
-    scale: tuple[float, float] = (0.6, 2.0)
-    translation: float = 0.3
-    margin: float = 1.5  # output side = margin x the hand box's longer side at scale 1
+    rotation_deg: ranged(float, ge=0, le=180) = 45.0
+    scale: tuple[PositiveFloat, PositiveFloat] = (0.6, 2.0)
+    translation: NonNegativeFloat = 0.3
+    margin: PositiveFloat = 1.5  # output side = margin x the hand box's longer side at scale 1
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """[n, 4] independent draws (angle, scale, tx, ty)."""
@@ -46,16 +47,16 @@ class AppearanceSpec:
     turn of the chroma plane (angle 2πh), the only reading that keeps hue a linear colour op.
     """
 
-    noise: tuple[float, float] = (0.6, 1.4)
-    noise_p: float = 1.0
-    sobel_p: float = 0.1
-    drop_p: float = 0.2
+    noise: tuple[NonNegativeFloat, NonNegativeFloat] = (0.6, 1.4)
+    noise_p: Probability = 1.0
+    sobel_p: Probability = 0.1
+    drop_p: Probability = 0.2
     hue: tuple[float, float] = (0.01, 1.0)
-    saturation: tuple[float, float] = (0.01, 1.0)
-    jitter_p: float = 0.0
-    brightness_a: tuple[float, float] = (0.5, 1.0)
+    saturation: tuple[NonNegativeFloat, NonNegativeFloat] = (0.01, 1.0)
+    jitter_p: Probability = 0.0
+    brightness_a: tuple[NonNegativeFloat, NonNegativeFloat] = (0.5, 1.0)
     brightness_b: tuple[float, float] = (5.0, 20.0)
-    brightness_p: float = 0.0
+    brightness_p: Probability = 0.0
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """[n, 9] vectors, one per frame. Always consumes the same draws whatever the probabilities, so a change

@@ -3,6 +3,8 @@ same functions run on a local micro-batch or on the batch gathered across ranks 
 
 from pipeline.objectives.contrastive import info_nce, nt_xent, time_contrastive, time_contrastive_masks
 from pipeline.objectives.equivariant import equivariant_nt_xent, invert_geometry
+from pipeline.objectives.supervised import keypoint25d_loss, mano_loss, masked_l1, masked_mse
 
 __all__ = ["equivariant_nt_xent", "info_nce", "invert_geometry", "nt_xent", "time_contrastive",
            "time_contrastive_masks"]
+__all__ += ["keypoint25d_loss", "mano_loss", "masked_l1", "masked_mse"]

@@ -1,8 +1,11 @@
 """PeCLR's equivariant NT-Xent: each view's projection, read as 64 points in 2D, is mapped back by the inverse
 of its view's geometric transform before the cosine similarity.
 
-For a view with rotation θ and translation t = v / L (pixels over image size, our `geometry` columns 2-3):
-    points p [64, 2];  c = centroid(p) (detached);  L_z = max(p) - min(p) per axis (detached)
+Each projection is first normalised to unit length, as PeCLR's code does: the loss then depends on a projection
+only through its direction, so its gradient is orthogonal to the projection (the detached centroid and extent
+of a raw projection would otherwise leak a component along it). For a view with rotation θ and translation
+t = v / L (pixels over image size, our `geometry` columns 2-3):
+    points p [64, 2] of z / ||z||;  c = centroid(p) (detached);  L_z = max(p) - min(p) per axis (detached)
     p' = R(-θ) (p - c) + c - t ⊙ L_z
 Scale needs no inverse: cosine similarity ignores it. R(θ) = [[cos, -sin], [sin, cos]] on (x, y), the same
 convention as the image warp (pipeline/augment/affine.py).
@@ -11,6 +14,7 @@ convention as the image warp (pipeline/augment/affine.py).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from pipeline.objectives.contrastive import nt_xent
 
@@ -32,4 +36,4 @@ def invert_geometry(z: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
 
 def equivariant_nt_xent(z: torch.Tensor, geometry: torch.Tensor, item: torch.Tensor,
                         temperature: float = 0.5) -> torch.Tensor:
-    return nt_xent(invert_geometry(z, geometry), item, temperature)
+    return nt_xent(invert_geometry(F.normalize(z.float(), dim=1), geometry), item, temperature)

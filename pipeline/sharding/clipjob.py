@@ -9,22 +9,33 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import zstandard
 
-from pipeline.errors import AnnotationError, SkipCounter
+from pipeline.errors import SkipCounter, SkipError
 from pipeline.geometry import apply_box, apply_points, mirror_camera, mirror_mano_pose, mirror_transform
-from pipeline.sharding.frames import (Crop, FrameError, crop_hand, decode_image, decode_scale, encode_jpeg, image_size,
-                                     is_jpeg, read_file, scale_transform, square_crop_region)
+from pipeline.sharding.frames import (
+    Crop,
+    crop_hand,
+    decode_image,
+    decode_scale,
+    encode_jpeg,
+    image_size,
+    is_jpeg,
+    read_file,
+    scale_transform,
+    square_crop_region,
+)
 from pipeline.sharding.options import ShardOptions
 from pipeline.sources.base import Clip, Frame, Source
 from pipeline.sources.boxes import box_problem, interpolate_boxes
 from pipeline.sources.doh100 import safe_id
 
 SCHEMA_VERSION = 1
+MAX_CROP_RATIO = 4  # crop side at most this many times the image's longer side (a billion-pixel box is a skip)
 LABEL_FIELDS = {"kp2d": (21, 2), "kp3d": (21, 3), "K": (3, 3), "mano_pose": (48,), "mano_shape": (10,)}
 
 
@@ -81,7 +92,7 @@ def _annotate(source: Source, clip: Clip, counter: SkipCounter) -> list[Frame]:
     for frame in clip.frames:
         try:
             source.annotate(clip, frame)
-        except AnnotationError as exc:
+        except SkipError as exc:
             counter.skip(exc.reason, str(exc), frames=1)
             continue
         if frame.box is not None and not frame.box_normalized:
@@ -101,7 +112,7 @@ def _fill_boxes(clip: Clip, frames: list[Frame], counter: SkipCounter) -> list[F
         counter.skip("no_hand_box", f"{clip.dataset}/{clip.sequence}: no frame has a hand box",
                      frames=len(frames), clips=1)
         return []
-    for f, b in zip(frames, boxes):
+    for f, b in zip(frames, boxes, strict=True):
         f.box = b
     return frames
 
@@ -114,20 +125,20 @@ def _pixels(clip: Clip, frames: list[Frame], counter: SkipCounter) -> Iterator[t
         for frame in frames:
             try:
                 yield frame, read_file(frame.image), None
-            except FrameError as exc:
+            except SkipError as exc:
                 counter.skip(exc.reason, str(exc), frames=1)
         return
-    from pipeline.sources.video import SequentialVideo, VideoError
+    from pipeline.sources.video import SequentialVideo
 
     try:
         video = SequentialVideo(clip.video)
-    except VideoError as exc:
-        counter.skip("video_unreadable", str(exc), frames=len(frames), clips=1)
+    except SkipError as exc:
+        counter.skip(exc.reason, str(exc), frames=len(frames), clips=1)
         return
     for frame in frames:
         try:
             yield frame, None, video.read(frame.video_index)
-        except VideoError as exc:
+        except SkipError as exc:
             counter.skip(exc.reason, str(exc), frames=1)
 
 
@@ -136,30 +147,55 @@ def _store(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray | None,
     where = f"{frame.image or clip.video}#{frame.index}"
     try:
         return _store_frame(clip, frame, data, img, opts, where)
-    except FrameError as exc:
+    except SkipError as exc:
         counter.skip(exc.reason, str(exc), frames=1)
         return None
+
+
+def _check_passthrough_size(clip: Clip, h: int, w: int, where: str) -> None:
+    """A passthrough frame is stored as it is, so it must have the size its dataset promises: a larger one
+    would not fit the stream's slots."""
+    if clip.passthrough_size is not None and (h, w) != tuple(clip.passthrough_size):
+        want_h, want_w = clip.passthrough_size
+        raise SkipError("passthrough_wrong_size", f"{where}: {w}x{h} image, {clip.dataset} frames are "
+                                                  f"{want_w}x{want_h} crops stored as they are")
+
+
+def _check_box(box: tuple, w: int, h: int, context: float, where: str) -> None:
+    """Refuse a box the crop cannot use, before any pixel is decoded or allocated."""
+    problem = box_problem(box, w, h)
+    if problem:
+        raise SkipError(problem, f"{where}: box {tuple(round(v, 1) for v in box)} on a {w}x{h} image")
+    side = square_crop_region(box, context)[2]
+    if side > MAX_CROP_RATIO * max(w, h):
+        raise SkipError("box_too_large", f"{where}: box {tuple(round(v, 1) for v in box)} asks for a {side}-pixel "
+                                         f"crop of a {w}x{h} image (at most {MAX_CROP_RATIO}x its longer side)")
+
+
+def _passthrough_frame(clip: Clip, frame: Frame, data: bytes, where: str) -> StoredFrame:
+    h, w = decode_image(data, where).shape[:2]  # full decode: a corrupt frame must not pass through
+    _check_passthrough_size(clip, h, w, where)
+    full = [0.0, 0.0, float(w), float(h)]
+    return StoredFrame(frame, data, (h, w), full, list(full), 0.0)
 
 
 def _store_frame(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray | None, opts: ShardOptions,
                  where: str) -> StoredFrame:
     mirror = clip.side == "left"
     if clip.passthrough and not mirror and data is not None and is_jpeg(data):
-        h, w = decode_image(data, where).shape[:2]  # full decode: a corrupt frame must not pass through
-        stored = StoredFrame(frame, data, (h, w), [0.0, 0.0, float(w), float(h)], [0.0, 0.0, float(w), float(h)],
-                             0.0)
+        stored = _passthrough_frame(clip, frame, data, where)
         T0 = T = np.eye(3)
     else:
         if img is None and not is_jpeg(data):
             img = decode_image(data, where)
         h, w = img.shape[:2] if img is not None else image_size(data, where)
+        if clip.passthrough:
+            _check_passthrough_size(clip, h, w, where)
         box = frame.box if not clip.passthrough else (0.0, 0.0, float(w), float(h))
         if frame.box_normalized:
             box = (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
-        problem = box_problem(box, w, h)
-        if problem:
-            raise FrameError(problem, f"{where}: box {tuple(round(v, 1) for v in box)} on a {w}x{h} image")
         context, out_size = (1.0, w) if clip.passthrough else (opts.context, opts.store_size)
+        _check_box(box, w, h, context, where)
         factor = 1.0
         if img is None:
             img = decode_image(data, where, decode_scale(square_crop_region(box, context)[2], out_size), (h, w))

@@ -3,55 +3,77 @@
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import simplejpeg
 
+from pipeline.errors import SkipError
 from pipeline.geometry import crop_transform
+from pipeline.sources.files import IMAGE, read_bytes
 
-
-class FrameError(Exception):
-    """A frame cannot be used; `reason` is the skip reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+MAX_IMAGE_PIXELS = 50_000_000  # 8K UHD is 33 MP; a forged 30000x30000 header would ask for 2.7 GB
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
+def is_png(data: bytes) -> bool:
+    return data[:8] == PNG_SIGNATURE
+
+
 def decode_image(data: bytes, where: str, scale: int = 1, size: tuple[int, int] | None = None) -> np.ndarray:
-    """RGB uint8 pixels of a JPEG (simplejpeg, libjpeg-turbo) or any format cv2 reads (PNG).
+    """RGB uint8 pixels of a JPEG (simplejpeg, libjpeg-turbo) or a PNG (cv2), never before the header's
+    size is checked against MAX_IMAGE_PIXELS.
 
     `scale` (1, 2, 4 or 8) asks libjpeg-turbo to decode a JPEG directly at 1/scale size in the DCT domain:
-    cheaper than a full decode and an anti-aliased downscale at the same time. Other formats ignore it.
-    `size` is the (height, width) already read from the header, if any.
+    cheaper than a full decode and an anti-aliased downscale at the same time. PNG ignores it.
+    `size` is the (height, width) already read (and checked) from the header, if any.
     """
+    h, w = size or image_size(data, where)
     if is_jpeg(data):
         try:
             if scale == 1:
                 return simplejpeg.decode_jpeg(data, colorspace="RGB")
-            h, w = size or image_size(data, where)
             return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // scale),
                                           min_width=-(-w // scale))
         except ValueError as exc:
-            raise FrameError("image_undecodable", f"{where}: corrupt or truncated JPEG ({exc})") from exc
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            raise SkipError("image_undecodable", f"{where}: corrupt or truncated JPEG ({exc})") from exc
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise SkipError("image_undecodable", f"{where}: corrupt or truncated PNG ({exc.msg})") from exc
     if img is None:
-        raise FrameError("image_undecodable", f"{where}: corrupt, truncated or unknown image format")
+        raise SkipError("image_undecodable", f"{where}: corrupt or truncated PNG")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _header_size(data: bytes, where: str) -> tuple[int, int]:
+    if is_jpeg(data):
+        try:
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise SkipError("image_undecodable", f"{where}: corrupt or truncated JPEG (header: {exc})") from exc
+        return h, w
+    if is_png(data) and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return h, w
+    raise SkipError("image_undecodable", f"{where}: not a JPEG or PNG image (corrupt, truncated or another format)")
+
+
 def image_size(data: bytes, where: str) -> tuple[int, int]:
-    """(height, width) from the JPEG header without decoding pixels."""
-    try:
-        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError as exc:
-        raise FrameError("image_undecodable", f"{where}: corrupt JPEG header ({exc})") from exc
+    """(height, width) from the JPEG or PNG header without decoding pixels; refuses a size no decode
+    should allocate (more than MAX_IMAGE_PIXELS) and an empty one."""
+    h, w = _header_size(data, where)
+    if h * w > MAX_IMAGE_PIXELS:
+        raise SkipError("image_too_large", f"{where}: header claims {w}x{h} pixels, more than the "
+                                           f"{MAX_IMAGE_PIXELS} allowed")
+    if h * w == 0:
+        raise SkipError("image_undecodable", f"{where}: header claims an empty {w}x{h} image")
     return h, w
 
 
@@ -69,13 +91,8 @@ def scale_transform(factor: float) -> np.ndarray:
 
 
 def read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError as exc:
-        raise FrameError("image_missing", f"{path}: missing") from exc
-    except OSError as exc:
-        raise FrameError("image_unreadable", f"{path}: cannot read ({exc.strerror})") from exc
+    """The bytes of a frame's image file, through the guarded path (regular file, bounded size)."""
+    return read_bytes(path, IMAGE)
 
 
 def encode_jpeg(img: np.ndarray, quality: int) -> bytes:

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.errors import HandclrError
 from pipeline.sharding.tables import load_manifest, load_shards
 
 
 def shard_set_summary(out: str | Path, first: int = 5) -> dict:
-    rows, shards = load_manifest(Path(out)), load_shards(Path(out))
+    """Counts per dataset from the tables; HandclrError when `out` is not a readable shard set."""
+    out = Path(out)
+    if not out.is_dir():
+        raise HandclrError(f"{out}: no such shard-set directory")
+    rows, shards = load_manifest(out), load_shards(out)
     per = defaultdict(lambda: {"clips": set(), "samples": 0, "frames": 0, "labelled_frames": 0, "bytes": 0})
     for r in rows:
         d = per[r["dataset"]]

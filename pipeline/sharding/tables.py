@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.errors import HandclrError, SkipError
+from pipeline.sources.files import TABLE, check_file
 
 MANIFEST = "manifest.parquet"
 SHARDS = "shards.parquet"
@@ -24,10 +27,19 @@ SHARDS_SCHEMA = pa.schema([
 
 
 def _write(path: Path, rows: list[dict], schema: pa.Schema) -> None:
+    """Write temp + fsync + rename; on failure (disk full) the temp file goes and `path` is untouched."""
     table = pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in rows], schema=schema)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HandclrError(f"writing {path}: {exc.strerror or exc} (the previous version, if any, is "
+                           f"unchanged; re-run once fixed)") from exc
 
 
 def write_tables(out: Path, rows: list[dict], shards: list[dict]) -> None:
@@ -35,19 +47,26 @@ def write_tables(out: Path, rows: list[dict], shards: list[dict]) -> None:
     _write(out / SHARDS, shards, SHARDS_SCHEMA)
 
 
-def read_table(index_dir: Path) -> dict[str, list[dict]]:
-    """Manifest rows and shard rows recorded in a (part) directory's sidecars, in shard order."""
-    rows, shards = [], []
-    for side in sorted(index_dir.glob("shard-*.json")):
-        record = json.loads(side.read_text())
-        rows.extend(record["rows"])
-        shards.append(record["shard"])
-    return {"rows": rows, "shards": shards}
+def read_rows(path: Path, schema: pa.Schema) -> list[dict]:
+    """Rows of one table; HandclrError naming the file when it is missing, not a file, not Parquet or
+    lacks a column of `schema`."""
+    try:
+        check_file(path, TABLE)
+        table = pq.read_table(path)
+    except SkipError as exc:
+        hint = " (is this a finished or merged shard set?)" if exc.reason.endswith("_missing") else ""
+        raise HandclrError(f"{exc}{hint}") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise HandclrError(f"{path}: unreadable Parquet ({exc})") from exc
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise HandclrError(f"{path}: lacks column(s) {missing}")
+    return table.to_pylist()
 
 
 def load_manifest(out: Path) -> list[dict]:
-    return pq.read_table(out / MANIFEST).to_pylist()
+    return read_rows(Path(out) / MANIFEST, MANIFEST_SCHEMA)
 
 
 def load_shards(out: Path) -> list[dict]:
-    return pq.read_table(out / SHARDS).to_pylist()
+    return read_rows(Path(out) / SHARDS, SHARDS_SCHEMA)

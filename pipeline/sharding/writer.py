@@ -3,14 +3,23 @@
 Each shard is written as `shard-NNNNNN.tar.tmp`, fsynced and renamed; then a sidecar
 `.index/shard-NNNNNN.json` records its manifest rows, where the plan continues (clip, sample) and the
 cumulative counts of completed clips. A shard is complete when its sidecar exists and its tar has the
-recorded size; a re-run keeps the leading complete shards and continues from the last sidecar.
+recorded size; a re-run keeps the leading complete shards and continues from the last sidecar. The output
+directory is locked (`exclusive_lock`) for as long as a sharder or merge writes into it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import itertools
 import json
+import logging
 import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +27,10 @@ import webdataset as wds
 
 from pipeline.errors import HandclrError
 
+log = logging.getLogger("handclr")
 INDEX_DIR = ".index"
+LOCK_FILE = ".lock"
+_NUMBERED = re.compile(r"shard-([0-9]{6})\.")
 
 
 def shard_name(index: int) -> str:
@@ -48,12 +60,59 @@ class _HashingFile:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write temp + fsync + rename: `path` is either the old file or the complete new one. A failure
+    (disk full) removes the temp file and is a HandclrError naming `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HandclrError(f"writing {path}: {exc.strerror or exc} (the previous version, if any, is "
+                           f"unchanged; re-run once fixed)") from exc
+
+
+@contextmanager
+def exclusive_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive flock on DIR/.lock for the block. Two sharders on one output (a duplicated array
+    task, a requeue overlap) would otherwise delete each other's shards as stale; the second now fails at
+    once. The kernel releases the lock when the process dies, so a crash never leaves it held."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.read(fd, 200).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise HandclrError(f"{directory} is being written by another handclr shard or merge ({path} is "
+                               f"locked by {holder or 'another process'}); wait for it or use another --out") \
+                from exc
+        raise HandclrError(f"{directory}: cannot lock {path} ({exc.strerror}); the output directory must be on "
+                           f"a filesystem with flock support") from exc
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """A shard's sidecar record; None when it is missing, truncated or incomplete (its shard is redone)."""
+    try:
+        record = json.loads(path.read_text())
+        shard = record["shard"]
+        valid = (isinstance(record["rows"], list) and len(record["rows"]) == shard["samples"]
+                 and all(k in shard for k in ("name", "frames", "bytes", "sha256"))
+                 and len(record["next"]) == 2 and isinstance(record["stats"], dict) and "plan" in record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if valid else None
 
 
 @dataclass
@@ -66,29 +125,46 @@ class ResumeState:
     stats: dict | None = None
 
 
-def load_resume_state(out: Path, plan_id: str) -> ResumeState:
-    """Leading complete shards of a previous run of the same plan; everything after them is removed."""
-    state = ResumeState()
-    index = out / INDEX_DIR
-    while True:
-        side = index / f"shard-{state.next_shard:06d}.json"
-        tar = out / shard_name(state.next_shard)
-        if not side.exists() or not tar.exists():
-            break
-        record = json.loads(side.read_text())
+def sidecar_records(out: Path, plan_id: str) -> Iterator[dict]:
+    """Records of the leading intact sidecars, in shard order. A damaged sidecar ends them (its shard is
+    rebuilt on resume), it never stops the run; a sidecar of another plan is an error."""
+    for number in itertools.count():
+        side = out / INDEX_DIR / f"shard-{number:06d}.json"
+        if not side.exists():
+            return
+        record = read_sidecar(side)
+        if record is None:
+            log.warning("%s: damaged sidecar, shards from %d on are rebuilt", side, number)
+            return
         if record["plan"] != plan_id:
             raise HandclrError(f"{out} holds shards of a different recipe, root or part ({side}); "
                                f"use another --out or remove it")
-        if tar.stat().st_size != record["shard"]["bytes"]:
+        yield record
+
+
+def complete_records(out: Path, plan_id: str) -> list[dict]:
+    """Sidecar records of the leading complete shards: sidecar intact and tar of the recorded size."""
+    records = []
+    for record in sidecar_records(out, plan_id):
+        tar = out / shard_name(len(records))
+        if not tar.exists() or tar.stat().st_size != record["shard"]["bytes"]:
             break
+        records.append(record)
+    return records
+
+
+def load_resume_state(out: Path, plan_id: str) -> ResumeState:
+    """Leading complete shards of a previous run of the same plan; everything after them is removed."""
+    state = ResumeState()
+    for record in complete_records(out, plan_id):
         state.rows.extend(record["rows"])
         state.shards.append(record["shard"])
         state.next_clip, state.skip_samples = record["next"]
         state.stats = record["stats"]
         state.next_shard += 1
-    for stale in list(out.glob("shard-*.tar*")) + list(index.glob("shard-*.json*")):
-        number = int(stale.name[6:12])
-        if number >= state.next_shard or stale.name.endswith(".tmp"):
+    for stale in list(out.glob("shard-*.tar*")) + list((out / INDEX_DIR).glob("shard-*.json*")):
+        number = _NUMBERED.match(stale.name)
+        if number and (int(number.group(1)) >= state.next_shard or stale.name.endswith(".tmp")):
             stale.unlink()
     return state
 

@@ -8,15 +8,26 @@ are read by the reader's `annotate` at sharding time, inside the worker that pro
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import LayoutError, SkipCounter
+from pipeline.sources.files import entry_problem
 
 Box = tuple[float, float, float, float]
+# Frame numbers are ASCII digits only: `int()` and `str.isdigit()` also accept other scripts' digits
+# ('٣' is 3), so a renamed copy could pose as another frame; 12 digits keep indices well inside int64.
+_ASCII_NUMBER = re.compile(r"[0-9]{1,12}")
+
+
+def ascii_number(text: str | None) -> int | None:
+    """The non-negative integer spelled by `text` in ASCII digits (nothing else, not even spaces), else None."""
+    return int(text) if text is not None and _ASCII_NUMBER.fullmatch(text) else None
 
 
 @dataclass
@@ -60,6 +71,7 @@ class Clip:
     frames: list[Frame]
     video: str | None = None  # path of the video that holds the frames (raw 100DOH)
     passthrough: bool = False  # frames are already hand crops at stored geometry: keep the JPEG bytes
+    passthrough_size: tuple[int, int] | None = None  # (height, width) every passthrough frame must have
     flags: dict[str, Any] = field(default_factory=dict)
     mano_flat_hand_mean: bool | None = None  # convention of mano_pose, None when there is no MANO label
 
@@ -77,26 +89,35 @@ class Source:
         raise NotImplementedError
 
     def annotate(self, clip: Clip, frame: Frame) -> None:
-        """Fill `frame.box` / `frame.labels` from `frame.annotation`; raise AnnotationError when bad."""
+        """Fill `frame.box` / `frame.labels` from `frame.annotation`; raise SkipError when bad."""
 
     def require(self, layout: str, *relative: str) -> None:
-        """Fail with a message naming the expected layout and everything that is missing."""
+        """Fail with a message naming the expected layout and everything missing or unusable (a symlink loop,
+        no permission)."""
         if not self.root.is_dir():
             raise LayoutError(f"{self.dataset}: root {self.root} does not exist or is not a directory "
                               f"(expected the {layout} layout)")
-        missing = [r for r in relative if not (self.root / r).exists()]
-        if missing:
-            raise LayoutError(f"{self.dataset}: {self.root} is not a {layout} root: missing "
-                              + ", ".join(missing))
+        problems = {r: entry_problem(self.root / r) for r in relative}
+        missing = [r for r, p in problems.items() if p == "missing"]
+        found = (["missing " + ", ".join(missing)] if missing else []) + [
+            f"{r}: {p}" for r, p in problems.items() if p and p != "missing"]
+        if found:
+            raise LayoutError(f"{self.dataset}: {self.root} is not a {layout} root: " + "; ".join(found))
 
 
 def utf8_names(directory: Path, counter: SkipCounter, suffixes: tuple[str, ...] = ()) -> list[str]:
     """Sorted entry names of `directory`; names that are not valid UTF-8 are counted and skipped.
 
     Python decodes undecodable bytes to lone surrogates; such a name cannot go into JSON or Parquet.
+    A directory that cannot be listed (permission, symlink loop) is a counted skip, not a traceback.
     """
+    try:
+        entries = os.listdir(directory)
+    except OSError as exc:
+        counter.skip("directory_unreadable", f"{directory}: cannot list ({exc.strerror or exc})", clips=1)
+        return []
     names = []
-    for name in os.listdir(directory):
+    for name in entries:
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:

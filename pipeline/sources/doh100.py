@@ -12,19 +12,31 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
-from pipeline.errors import LayoutError, SkipCounter
-from pipeline.sources.base import Clip, Frame, Source, utf8_names
+from pipeline.errors import LayoutError, SkipCounter, SkipError
+from pipeline.sources.base import Clip, Frame, Source, ascii_number, utf8_names
 from pipeline.sources.boxes import Detection, interpolate_boxes, link_tracks
+from pipeline.sources.files import (
+    ANNOTATION,
+    LAYOUT_JSON,
+    LIST,
+    TABLE,
+    entry_exists,
+    layout_bytes,
+    layout_text,
+    open_text,
+    read_bytes,
+)
 
 VOC_DIR = "pascal_voc_format/VOCdevkit2007_handobj_100K/VOC2007"
 META_FILE = "file/meta_100DOH_video.txt"
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 TRACK_COLUMNS = ("video_id", "frame", "x1", "y1", "x2", "y2", "side", "score")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_RATE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?(/[0-9]{1,12})?")
 
 
 def safe_id(text: str) -> str:
@@ -34,8 +46,8 @@ def safe_id(text: str) -> str:
 
 def frame_number(stem: str) -> int:
     """Frame number from a release stem `genre_index_<youtube id>_<frame>` (0 when absent)."""
-    tail = stem.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    number = ascii_number(stem.rsplit("_", 1)[-1])
+    return 0 if number is None else number
 
 
 def parse_side(value) -> str | None:
@@ -44,45 +56,109 @@ def parse_side(value) -> str | None:
     return {"0": "left", "l": "left", "left": "left", "1": "right", "r": "right", "right": "right"}.get(text)
 
 
-def read_video_meta(path: Path) -> dict[str, Fraction]:
-    """video_id -> frame rate from the whitespace table with a header row (rates like 30000/1001)."""
+def parse_rate(text: str) -> float | None:
+    """A positive, finite frame rate written like 30, 29.97 or 30000/1001; None for anything else.
+
+    The pattern comes first: Fraction('1e999999999') would spend minutes building a 10**999999999.
+    """
+    if not _RATE.fullmatch(text):
+        return None
     try:
-        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
-        header = lines[0]
-        vi, fi = header.index("video_id"), header.index("frame_rate")
-        return {row[vi]: Fraction(row[fi]) for row in lines[1:]}
-    except (OSError, IndexError, ValueError, ZeroDivisionError) as exc:
-        raise LayoutError(f"doh100: {path}: expected a whitespace table with columns video_id and "
-                          f"frame_rate (e.g. 30000/1001): {exc!r}") from exc
+        rate = float(Fraction(text))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return rate if math.isfinite(rate) and rate > 0 else None
+
+
+def read_video_meta(path: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """video_id -> frame rate from the whitespace table with a header row, and video_id -> why its row is
+    unusable. Only an unreadable file or a header without video_id and frame_rate stops the run: a bad
+    row costs only its own video (counted when a track needs it)."""
+    lines = [ln.split() for ln in layout_text(path, LIST, "doh100").splitlines() if ln.strip()]
+    header = lines[0] if lines else []
+    if "video_id" not in header or "frame_rate" not in header:
+        raise LayoutError(f"doh100: {path}: expected a whitespace table whose header has the columns video_id "
+                          f"and frame_rate (e.g. 30000/1001), got {' '.join(header)[:200]!r}")
+    vi, fi = header.index("video_id"), header.index("frame_rate")
+    rates, problems = {}, {}
+    for line, row in enumerate(lines[1:], start=2):
+        if len(row) <= vi:
+            continue
+        raw = row[fi] if len(row) > fi else ""
+        rate = parse_rate(raw)
+        if rate is None:
+            problems[row[vi]] = f"{path}:{line}: frame_rate {raw!r} is not a positive rate like 30, 29.97 or 30000/1001"
+        else:
+            rates[row[vi]] = rate
+    return rates, problems
+
+
+def _detection(row: dict) -> Detection | str:
+    """The detection of one box-track row, or why the row cannot be used."""
+    frame = ascii_number((row.get("frame") or "").strip())
+    if frame is None:
+        return f"frame {row.get('frame')!r} is not a non-negative integer in ASCII digits"
+    texts = [row.get(k) for k in ("x1", "y1", "x2", "y2", "score")]
+    try:
+        if not all(t.isascii() for t in texts):
+            raise ValueError
+        values = [float(t) for t in texts]
+    except (AttributeError, ValueError):
+        return f"box or score {texts} is not numeric"
+    if not all(math.isfinite(v) for v in values):
+        return f"box or score {texts} is not finite"
+    side = parse_side(row.get("side"))
+    if side is None:
+        return f"unknown side {row.get('side')!r}"
+    return Detection(frame, tuple(values[:4]), side, values[4])
+
+
+def _track_rows(path: Path, f, counter: SkipCounter) -> Iterator[tuple[int, dict]]:
+    """(line, row) of the box-track CSV; a row the csv module cannot split is a counted skip."""
+    reader = csv.DictReader(f)
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+    missing = set(TRACK_COLUMNS) - set(reader.fieldnames)
+    if missing:
+        raise LayoutError(f"doh100: box-track file {path} lacks columns {sorted(missing)}; expected "
+                          f"header {','.join(TRACK_COLUMNS)}")
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            counter.skip("annotation_malformed", f"{path}:{reader.line_num}: unreadable CSV row ({exc})", frames=1)
+            continue
+        yield reader.line_num, row
 
 
 def read_box_tracks(path: Path, counter: SkipCounter, min_score: float) -> dict[str, list[Detection]]:
-    """Read the box-track file: CSV with header video_id,frame,x1,y1,x2,y2,side,score.
+    """Read the box-track file: CSV with header video_id,frame,x1,y1,x2,y2,side,score (UTF-8, a BOM allowed).
 
     `frame` is the 0-based index of the frame in the decoded video, boxes are in pixels, `side` is
-    L/R (or left/right, 0/1). Rows below `min_score` are dropped; malformed rows are counted skips.
+    L/R (or left/right, 0/1). Rows below `min_score` are dropped. Malformed rows and exact repeats of a row
+    (which would link into a second copy of every track) are counted listing skips, one frame each.
     """
     out: dict[str, list[Detection]] = {}
+    seen: set[tuple] = set()
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = set(TRACK_COLUMNS) - set(reader.fieldnames or ())
-            if missing:
-                raise LayoutError(f"doh100: box-track file {path} lacks columns {sorted(missing)}; expected "
-                                  f"header {','.join(TRACK_COLUMNS)}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    det = Detection(int(row["frame"]), tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
-                                    parse_side(row["side"]) or "", float(row["score"]))
-                except (TypeError, ValueError):
-                    counter.skip("annotation_malformed", f"{path}:{line}: bad box-track row")
+        with open_text(path, TABLE) as f:
+            for line, row in _track_rows(path, f, counter):
+                det = _detection(row)
+                if isinstance(det, str):
+                    counter.skip("annotation_malformed", f"{path}:{line}: {det}", frames=1)
                     continue
-                if not det.side:
-                    counter.skip("annotation_malformed", f"{path}:{line}: unknown side {row['side']!r}")
-                elif det.score >= min_score:
+                key = (row["video_id"], det.frame, det.box, det.side, det.score)
+                if key in seen:
+                    counter.skip("box_duplicate", f"{path}:{line}: repeats an earlier row", frames=1)
+                    continue
+                seen.add(key)
+                if det.score >= min_score:
                     out.setdefault(row["video_id"], []).append(det)
-    except OSError as exc:
-        raise LayoutError(f"doh100: cannot read box-track file {path} ({exc.strerror})") from exc
+    except SkipError as exc:
+        raise LayoutError(f"doh100: box-track file: {exc}") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LayoutError(f"doh100: cannot read box-track file {path} ({exc})") from exc
     return out
 
 
@@ -118,18 +194,18 @@ class DOH100(Source):
         parts = []
         if (self.root / self.options.get("voc_dir", VOC_DIR)).is_dir():
             parts.append("voc")
-        if any((self.root / "file" / f"{s}.json").exists() for s in self._json_splits()):
+        if any(entry_exists(self.root / "file" / f"{s}.json") for s in self._json_splits()):
             parts.append("json")
-        if (self.root / self.options.get("tracks", "tracks/boxes.csv")).exists():
+        if entry_exists(self.root / self.options.get("tracks", "tracks/boxes.csv")):
             parts.append("video")
         return parts
 
     def _json_splits(self) -> list[str]:
         return list(self.options.get("json_splits", ["trainval", "test"]))
 
-    def _fps_table(self) -> dict[str, Fraction]:
+    def _fps_table(self) -> tuple[dict[str, float], dict[str, str]]:
         path = self.root / self.options.get("meta", META_FILE)
-        return read_video_meta(path) if path.exists() else {}
+        return read_video_meta(path) if entry_exists(path) else ({}, {})
 
     def _hand_clip(self, seq: str, index: int, image: str, source_id: str, box, side: str,
                    normalized: bool, flags: dict) -> Clip:
@@ -137,108 +213,146 @@ class DOH100(Source):
                       flags=flags)
         return Clip(self.dataset, safe_id(seq), 0, side, None, [frame], flags={"annotated": True})
 
+    def _voc_stems(self, voc: Path) -> set[str] | None:
+        """Stems named by the `image_sets` lists (None: all annotations); a list is a layout file."""
+        if not self.options.get("image_sets"):
+            return None
+        stems: set[str] = set()
+        for name in self.options["image_sets"]:
+            stems.update(layout_text(voc / "ImageSets" / "Main" / f"{name}.txt", LIST, self.dataset).split())
+        return stems
+
     def _voc(self, counter: SkipCounter) -> Iterator[Clip]:
         voc = self.root / self.options.get("voc_dir", VOC_DIR)
         self.require("100DOH VOC", str(voc.relative_to(self.root) / "JPEGImages"),
                      str(voc.relative_to(self.root) / "Annotations"))
-        stems = None
-        if self.options.get("image_sets"):
-            stems = set()
-            for name in self.options["image_sets"]:
-                stems.update((voc / "ImageSets" / "Main" / f"{name}.txt").read_text().split())
+        stems = self._voc_stems(voc)
         for name in utf8_names(voc / "Annotations", counter, (".xml",)):
             stem = name[:-4]
             if stems is not None and stem not in stems:
                 continue
             xml_path = voc / "Annotations" / name
-            try:
-                hands = [o for o in ET.parse(xml_path).getroot().iter("object")
-                         if (o.findtext("name") or "").strip() == "hand"]
-            except ET.ParseError as exc:
-                counter.skip("annotation_malformed", f"{xml_path}: not valid XML ({exc})", frames=1, clips=1)
-                continue
-            index = frame_number(stem)
-            for h, obj in enumerate(hands):
-                where = f"{xml_path}: hand {h}"
-                side = parse_side(obj.findtext("handside"))
-                try:
-                    bb = obj.find("bndbox")
-                    x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-                except (AttributeError, TypeError, ValueError):
-                    counter.skip("annotation_malformed", f"{where}: missing or non-numeric bndbox",
-                                 frames=1, clips=1)
-                    continue
-                if side is None:
-                    counter.skip("annotation_malformed", f"{where}: handside is not 0/1", frames=1, clips=1)
-                    continue
-                contact = (obj.findtext("contactstate") or "").strip()
-                yield self._hand_clip(
-                    f"voc_{stem}_hand{h}", index, str(voc / "JPEGImages" / f"{stem}.jpg"),
-                    f"voc/{stem}.jpg", (x1 - 1.0, y1 - 1.0, x2, y2), side, False,
-                    {"contact_state": int(contact) if contact.isdigit() else None})
+            hands = _voc_hands(xml_path, counter)
+            for h, obj in enumerate(hands or ()):
+                hand = _voc_hand(obj, f"{xml_path}: hand {h}", counter)
+                if hand is not None:
+                    box, side, contact = hand
+                    yield self._hand_clip(f"voc_{stem}_hand{h}", frame_number(stem),
+                                          str(voc / "JPEGImages" / f"{stem}.jpg"), f"voc/{stem}.jpg", box, side,
+                                          False, {"contact_state": contact})
+
+    def _json_table(self, path: Path) -> dict:
+        try:
+            table = json.loads(layout_bytes(path, LAYOUT_JSON, self.dataset))
+            if not isinstance(table, dict):
+                raise ValueError("top level is not an object of image path -> hand records")
+        except (ValueError, RecursionError) as exc:
+            raise LayoutError(f"doh100: {path}: malformed JSON release ({exc})") from exc
+        return table
 
     def _json(self, counter: SkipCounter) -> Iterator[Clip]:
         seen = set()
         for split in self._json_splits():
             path = self.root / "file" / f"{split}.json"
-            if not path.exists():
+            if not entry_exists(path):
                 continue
-            try:
-                table = json.loads(path.read_bytes())
-                if not isinstance(table, dict):
-                    raise ValueError("top level is not an object of image path -> hand records")
-            except ValueError as exc:
-                raise LayoutError(f"doh100: {path}: malformed JSON release ({exc})") from exc
-            for image in sorted(table):
-                if image in seen:
-                    continue
+            table = self._json_table(path)
+            for image in sorted(set(table) - seen):
                 seen.add(image)
-                stem = Path(image).stem
-                index = frame_number(stem)
                 records = table[image] if isinstance(table[image], list) else []
+                if records and not _relative_path(image):
+                    counter.skip("annotation_malformed", f"{path}: image path {image!r} is not a file under raw/",
+                                 frames=len(records), clips=len(records))
+                    continue
                 for h, rec in enumerate(records):
-                    where = f"{path}: {image} hand {h}"
-                    try:
-                        box = tuple(float(rec[k]) for k in ("x1", "y1", "x2", "y2"))
-                    except (KeyError, TypeError, ValueError):
-                        counter.skip("annotation_malformed", f"{where}: bad x1,y1,x2,y2", frames=1, clips=1)
-                        continue
-                    side = parse_side(rec.get("hand_side"))
-                    if side is None:
-                        counter.skip("annotation_malformed", f"{where}: bad hand_side", frames=1, clips=1)
-                        continue
-                    yield self._hand_clip(f"json_{Path(image).with_suffix('')}_hand{h}", index,
-                                          str(self.root / "raw" / image), f"raw/{image}", box, side, True,
-                                          {"contact_state": rec.get("contact_state")})
+                    hand = _json_hand(rec, f"{path}: {image} hand {h}", counter)
+                    if hand is not None:
+                        box, side = hand
+                        yield self._hand_clip(f"json_{Path(image).with_suffix('')}_hand{h}",
+                                              frame_number(Path(image).stem), str(self.root / "raw" / image),
+                                              f"raw/{image}", box, side, True,
+                                              {"contact_state": rec.get("contact_state")})
 
     def _videos(self, counter: SkipCounter) -> Iterator[Clip]:
         videos_dir = self.root / self.options.get("videos", "raw_videos")
         tracks_path = self.root / self.options.get("tracks", "tracks/boxes.csv")
+        meta = self.options.get("meta", META_FILE)
         self.require("100DOH raw video", str(videos_dir.relative_to(self.root)),
-                     str(tracks_path.relative_to(self.root)), self.options.get("meta", META_FILE))
-        fps_table = self._fps_table()
+                     str(tracks_path.relative_to(self.root)), meta)
+        target = self.options.get("target_fps", 15)
+        rates, bad_rates = self._fps_table()
         files = {Path(n).stem: videos_dir / n for n in utf8_names(videos_dir, counter, VIDEO_EXTS)}
         detections = read_box_tracks(tracks_path, counter, float(self.options.get("min_score", 0.5)))
-        target = self.options.get("target_fps", 15)
-        max_gap = int(self.options.get("max_gap", 5))
         for video_id in sorted(detections):
             if video_id not in files:
                 counter.skip("video_missing", f"{videos_dir}/{video_id}.* (named in {tracks_path})", clips=1)
-                continue
-            if video_id not in fps_table:
-                counter.skip("frame_rate_unknown", f"{video_id} is not in {self.options.get('meta', META_FILE)}",
-                             clips=1)
-                continue
-            fps = float(fps_table[video_id])
-            tracks = link_tracks(detections[video_id], float(self.options.get("iou_min", 0.3)), max_gap)
-            for t, track in enumerate(tracks):
-                known = {d.frame: d.box for d in track}
-                indices = subsample(track[0].frame, track[-1].frame, fps, target)
-                # Interpolate between the nearest detections at native rate, not between kept frames.
-                grid = sorted(set(known) | set(indices))
-                filled = dict(zip(grid, interpolate_boxes(grid, [known.get(i) for i in grid])))
-                frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=filled[i])
-                          for i in indices]
-                yield Clip(self.dataset, safe_id(f"{video_id}_track{t}"), 0, track[0].side, fps, frames,
-                           video=str(files[video_id]), flags={"annotated": False, "video_id": video_id,
-                                                             "target_fps": target})
+            elif video_id in bad_rates:
+                counter.skip("frame_rate_invalid", f"{video_id}: {bad_rates[video_id]}", clips=1)
+            elif video_id not in rates:
+                counter.skip("frame_rate_unknown", f"{video_id} is not in {meta}", clips=1)
+            else:
+                yield from self._video_clips(video_id, files[video_id], rates[video_id], detections[video_id],
+                                             target)
+
+    def _video_clips(self, video_id: str, video: Path, fps: float, detections: list[Detection],
+                     target: float | None) -> Iterator[Clip]:
+        max_gap = int(self.options.get("max_gap", 5))
+        tracks = link_tracks(detections, float(self.options.get("iou_min", 0.3)), max_gap)
+        for t, track in enumerate(tracks):
+            known = {d.frame: d.box for d in track}
+            indices = subsample(track[0].frame, track[-1].frame, fps, target)
+            # Interpolate between the nearest detections at native rate, not between kept frames.
+            grid = sorted(set(known) | set(indices))
+            filled = dict(zip(grid, interpolate_boxes(grid, [known.get(i) for i in grid]), strict=True))
+            frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=filled[i])
+                      for i in indices]
+            yield Clip(self.dataset, safe_id(f"{video_id}_track{t}"), 0, track[0].side, fps, frames,
+                       video=str(video), flags={"annotated": False, "video_id": video_id, "target_fps": target})
+
+
+def _relative_path(image: str) -> bool:
+    """A JSON release's image path must name a file under raw/ (not absolute, no '..', not empty)."""
+    path = Path(image)
+    return bool(path.name) and not path.is_absolute() and ".." not in path.parts
+
+
+def _voc_hands(xml_path: Path, counter: SkipCounter) -> list[ET.Element] | None:
+    """The `hand` objects of one VOC annotation; None (counted) when the file cannot be read or parsed."""
+    try:
+        root = ET.fromstring(read_bytes(xml_path, ANNOTATION))
+    except SkipError as exc:
+        counter.skip(exc.reason, str(exc), frames=1, clips=1)
+        return None
+    except ET.ParseError as exc:
+        counter.skip("annotation_malformed", f"{xml_path}: not valid XML ({exc})", frames=1, clips=1)
+        return None
+    return [o for o in root.iter("object") if (o.findtext("name") or "").strip() == "hand"]
+
+
+def _voc_hand(obj: ET.Element, where: str, counter: SkipCounter) -> tuple[tuple, str, int | None] | None:
+    """(0-based box, side, contact state) of one VOC hand; None (counted) when unusable."""
+    try:
+        bb = obj.find("bndbox")
+        x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    except (AttributeError, TypeError, ValueError):
+        counter.skip("annotation_malformed", f"{where}: missing or non-numeric bndbox", frames=1, clips=1)
+        return None
+    side = parse_side(obj.findtext("handside"))
+    if side is None:
+        counter.skip("annotation_malformed", f"{where}: handside is not 0/1", frames=1, clips=1)
+        return None
+    return (x1 - 1.0, y1 - 1.0, x2, y2), side, ascii_number((obj.findtext("contactstate") or "").strip())
+
+
+def _json_hand(rec, where: str, counter: SkipCounter) -> tuple[tuple, str] | None:
+    """(normalised box, side) of one JSON-release hand record; None (counted) when unusable."""
+    try:
+        box = tuple(float(rec[k]) for k in ("x1", "y1", "x2", "y2"))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        counter.skip("annotation_malformed", f"{where}: bad x1,y1,x2,y2", frames=1, clips=1)
+        return None
+    side = parse_side(rec.get("hand_side"))
+    if side is None:
+        counter.skip("annotation_malformed", f"{where}: bad hand_side", frames=1, clips=1)
+        return None
+    return box, side

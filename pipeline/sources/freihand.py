@@ -7,13 +7,16 @@ the length of training_xyz.json (never hard-coded). The sequence id is idx, the 
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from pipeline.errors import LayoutError, SkipCounter
 from pipeline.geometry import project
 from pipeline.sources.base import Clip, Frame, Labels, Source
+from pipeline.sources.files import LAYOUT_JSON, entry_exists, layout_bytes
+
+FRAME_SIZE = (224, 224)  # FreiHAND images are 224x224 hand crops, stored as they are
 
 
 class FreiHAND(Source):
@@ -23,13 +26,13 @@ class FreiHAND(Source):
 
     def _load(self, name: str, required: bool) -> list | None:
         path = self.root / name
-        if not path.exists():
+        if not entry_exists(path):
             if required:
                 raise LayoutError(f"freihand: {self.root} is not a FreiHAND root: missing {name}")
             return None
         try:
-            data = json.loads(path.read_bytes())
-        except ValueError as exc:
+            data = json.loads(layout_bytes(path, LAYOUT_JSON, self.dataset))
+        except (ValueError, RecursionError) as exc:
             raise LayoutError(f"freihand: {path}: not valid JSON ({exc})") from exc
         if not isinstance(data, list):
             raise LayoutError(f"freihand: {path}: expected a list with one entry per sample")
@@ -57,8 +60,10 @@ class FreiHAND(Source):
                     labels.kp2d = project(K, labels.kp3d)
                 if manos is not None:
                     params = np.asarray(manos[idx], dtype=np.float64).reshape(-1)
+                    if params.size < 58:
+                        raise ValueError(f"MANO entry has {params.size} values, expected pose 48 + shape 10 + ...")
                     labels.mano_pose, labels.mano_shape = params[:48], params[48:58]
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 counter.skip("annotation_malformed", f"{self.root}/{split}_*.json entry {idx}: {exc!r}",
                              frames=len(versions), clips=len(versions))
                 continue
@@ -67,4 +72,5 @@ class FreiHAND(Source):
                 frame = Frame(source_id=f"{split}/rgb/{name}", index=0,
                               image=str(self.root / split / "rgb" / name), labels=labels)
                 yield Clip(self.dataset, f"{idx:08d}", int(version), "right", None, [frame], passthrough=True,
-                           flags={"split": split}, mano_flat_hand_mean=False if manos is not None else None)
+                           passthrough_size=FRAME_SIZE, flags={"split": split},
+                           mano_flat_hand_mean=False if manos is not None else None)

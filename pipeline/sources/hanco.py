@@ -9,28 +9,30 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from pipeline.errors import AnnotationError, LayoutError, SkipCounter
+from pipeline.errors import LayoutError, SkipCounter, SkipError
 from pipeline.geometry import project, rotate_global_orient
 from pipeline.sources.base import Clip, Frame, Labels, Source, utf8_names
+from pipeline.sources.files import ANNOTATION, LAYOUT_JSON, entry_exists, layout_bytes, read_bytes
 
-_FRAME = re.compile(r"^(\d{8})\.jpg$")
-_CAM = re.compile(r"^cam(\d+)$")
-_SEQ = re.compile(r"^(\d{4})$")
+# [0-9], not \d: \d also matches other scripts' digits, which int() accepts ('٣' is 3).
+_FRAME = re.compile(r"^([0-9]{8})\.jpg$")
+_CAM = re.compile(r"^cam([0-9]{1,3})$")
+_SEQ = re.compile(r"^([0-9]{4})$")
 META_FLAGS = ("is_train", "subject_id", "is_valid", "object_id", "has_fit")
+FRAME_SIZE = (224, 224)  # HanCo images are 224x224 hand crops, stored as they are
 
 
 def _read_json(path) -> Any:
+    data = read_bytes(path, ANNOTATION)
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError as exc:
-        raise AnnotationError("annotation_missing", f"{path}: missing") from exc
-    except (OSError, ValueError) as exc:
-        raise AnnotationError("annotation_malformed", f"{path}: not valid JSON ({exc})") from exc
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise SkipError("annotation_malformed", f"{path}: not valid JSON ({exc})") from exc
 
 
 class HanCo(Source):
@@ -44,8 +46,8 @@ class HanCo(Source):
         images = self.options.get("images", "rgb")
         self.require("HanCo", images, "meta.json")
         try:
-            meta = json.loads((self.root / "meta.json").read_bytes())
-        except ValueError as exc:
+            meta = json.loads(layout_bytes(self.root / "meta.json", LAYOUT_JSON, self.dataset))
+        except (ValueError, RecursionError) as exc:
             raise LayoutError(f"hanco: {self.root / 'meta.json'} is not valid JSON ({exc})") from exc
         if not isinstance(meta, dict) or "is_train" not in meta:
             raise LayoutError(f"hanco: {self.root / 'meta.json'} lacks the per-sequence flag lists "
@@ -85,7 +87,7 @@ class HanCo(Source):
                         annotation=f"{seq_name}/{fid:08d}.json" if with_labels else None))
                 if frames:
                     yield Clip(self.dataset, seq_name, cid, "right", fps, frames, passthrough=True,
-                               flags={"images": images},
+                               passthrough_size=FRAME_SIZE, flags={"images": images},
                                mano_flat_hand_mean=False if with_labels else None)
 
     @staticmethod
@@ -101,24 +103,24 @@ class HanCo(Source):
     def annotate(self, clip: Clip, frame: Frame) -> None:
         if frame.annotation is None:
             return
-        xyz = np.asarray(_read_json(self.root / "xyz" / frame.annotation), dtype=np.float64)
+        xyz = _read_json(self.root / "xyz" / frame.annotation)
         calib = _read_json(self.root / "calib" / frame.annotation)
         try:
             K = np.asarray(calib["K"][clip.view], dtype=np.float64).reshape(3, 3)
             M = np.asarray(calib["M"][clip.view], dtype=np.float64).reshape(4, 4)
-            xyz = xyz.reshape(21, 3)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise AnnotationError("annotation_malformed",
-                                  f"{self.root / 'calib' / frame.annotation}: bad K/M or xyz ({exc!r})") from exc
+            xyz = np.asarray(xyz, dtype=np.float64).reshape(21, 3)
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
+            raise SkipError("annotation_malformed",
+                            f"{self.root / 'calib' / frame.annotation}: bad K/M or xyz ({exc!r})") from exc
         cam = xyz @ M[:3, :3].T + M[:3, 3]
         labels = Labels(K=K, kp3d=cam, kp2d=project(K, cam))
         shape_path = self.root / "shape" / frame.annotation
-        if shape_path.exists():
+        if entry_exists(shape_path):  # MANO fits are optional; a fit that is there but unusable is a skip
             shape = _read_json(shape_path)
             try:
                 pose = np.asarray(shape["poses"], dtype=np.float64).reshape(48)
                 labels.mano_shape = np.asarray(shape["shapes"], dtype=np.float64).reshape(10)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise AnnotationError("annotation_malformed", f"{shape_path}: bad MANO fit ({exc!r})") from exc
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                raise SkipError("annotation_malformed", f"{shape_path}: bad MANO fit ({exc!r})") from exc
             labels.mano_pose = rotate_global_orient(pose, M[:3, :3])
         frame.labels = labels

@@ -7,24 +7,35 @@ frames: their hand box is interpolated from labelled neighbours by the sharder.
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import AnnotationError, LayoutError, SkipCounter
+from pipeline.errors import LayoutError, SkipCounter, SkipError
 from pipeline.geometry import MANO_TO_FREIHAND, OPENGL_TO_OPENCV, project, rotate_global_orient
-from pipeline.sources.base import Clip, Frame, Labels, Source, utf8_names
+from pipeline.sources.base import Clip, Frame, Labels, Source, ascii_number, utf8_names
 from pipeline.sources.boxes import box_from_keypoints
+from pipeline.sources.files import LIST, layout_text
 from pipeline.sources.safe_pickle import load_restricted
 
 SPLITS = ("train", "evaluation")
 
 
+def _sorted_entries(directory: Path) -> list[Path]:
+    """Entries of a directory, none when it cannot be listed (listing counts that skip later)."""
+    try:
+        return sorted(directory / name for name in os.listdir(directory))
+    except OSError:
+        return []
+
+
 def detect_version(root, split_dirs) -> int:
     """3 when sequences hold .jpg frames, 2 when they hold .png frames."""
     for split_dir in split_dirs:
-        for seq in sorted(p for p in split_dir.iterdir() if (p / "rgb").is_dir()):
-            for f in sorted((seq / "rgb").iterdir()):
+        for seq in (p for p in _sorted_entries(split_dir) if (p / "rgb").is_dir()):
+            for f in _sorted_entries(seq / "rgb"):
                 if f.suffix == ".jpg":
                     return 3
                 if f.suffix == ".png":
@@ -50,7 +61,7 @@ class HO3D(Source):
         ext = ".jpg" if version == 3 else ".png"
         fps = self.options.get("fps")
         for split in splits:
-            listed = set((self.root / f"{split}.txt").read_text().split())
+            listed = set(layout_text(self.root / f"{split}.txt", LIST, self.dataset).split())
             split_dir = self.root / split
             for seq in utf8_names(split_dir, counter):
                 rgb = split_dir / seq / "rgb"
@@ -59,12 +70,13 @@ class HO3D(Source):
                 frames = []
                 for name in utf8_names(rgb, counter, (ext,)):
                     stem = name[: -len(ext)]
-                    if not stem.isdigit():
+                    index = ascii_number(stem)
+                    if index is None:
                         counter.skip("unexpected_file", str(rgb / name), frames=1)
                         continue
                     labelled = f"{seq}/{stem}" in listed
                     frames.append(Frame(
-                        source_id=f"{split}/{seq}/rgb/{name}", index=int(stem), image=str(rgb / name),
+                        source_id=f"{split}/{seq}/rgb/{name}", index=index, image=str(rgb / name),
                         annotation=str(split_dir / seq / "meta" / f"{stem}.pkl") if labelled else None,
                         flags={"labelled": labelled}))
                 if frames:
@@ -76,7 +88,7 @@ class HO3D(Source):
             return
         meta = load_restricted(frame.annotation)
         if not isinstance(meta, dict):
-            raise AnnotationError("annotation_malformed", f"{frame.annotation}: not a dict")
+            raise SkipError("annotation_malformed", f"{frame.annotation}: not a dict")
         try:
             K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
             if clip.flags["split"] == "evaluation":
@@ -88,9 +100,8 @@ class HO3D(Source):
             kp3d = (joints @ OPENGL_TO_OPENCV.T)[MANO_TO_FREIHAND]
             pose = np.asarray(meta["handPose"], dtype=np.float64).reshape(48)
             beta = np.asarray(meta["handBeta"], dtype=np.float64).reshape(10)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise AnnotationError("annotation_malformed", f"{frame.annotation}: bad or missing field "
-                                                          f"({exc!r})") from exc
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise SkipError("annotation_malformed", f"{frame.annotation}: bad or missing field ({exc!r})") from exc
         uv = project(K, kp3d)
         width, height = self.options.get("image_size", (640, 480))
         frame.box = box_from_keypoints(uv, width, height)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import SkipError
+from pipeline.sources.files import VIDEO, check_file
+
 # Beyond this many frames, seeking to the previous key frame is cheaper than decoding through.
 SEEK_DISTANCE = 250
 
 
-class VideoError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+def _first_line(exc: Exception) -> str:
+    """decord errors carry a C++ backtrace after the first line."""
+    lines = str(exc).splitlines()
+    return lines[0] if lines else repr(exc)
 
 
 class SequentialVideo:
@@ -22,20 +25,19 @@ class SequentialVideo:
         import decord
 
         self.path = path
+        check_file(path, VIDEO)  # decord would block forever on a FIFO
         try:
             self._reader = decord.VideoReader(path, num_threads=1)
             self.length = len(self._reader)
         except Exception as exc:  # decord raises its own DECORDError or RuntimeError on bad containers
-            raise VideoError("video_unreadable", f"{path}: cannot open video ({str(exc).splitlines()[0]})") \
-                from exc
+            raise SkipError("video_unreadable", f"{path}: cannot open video ({_first_line(exc)})") from exc
         if self.length <= 0:
-            raise VideoError("video_unreadable", f"{path}: video has no frames")
+            raise SkipError("video_unreadable", f"{path}: video has no frames")
         self._next = 0
 
     def read(self, index: int) -> np.ndarray:
         if not 0 <= index < self.length:
-            raise VideoError("frame_missing", f"{self.path}: frame {index} beyond the video's "
-                                              f"{self.length} frames")
+            raise SkipError("frame_missing", f"{self.path}: frame {index} beyond the video's {self.length} frames")
         try:
             if index < self._next or index - self._next > SEEK_DISTANCE:
                 self._reader.seek_accurate(index)
@@ -44,7 +46,6 @@ class SequentialVideo:
             frame = self._reader.next().asnumpy()
         except Exception as exc:  # truncated streams surface as decord errors mid-way
             self._next = self.length
-            raise VideoError("frame_undecodable", f"{self.path}: frame {index}: "
-                                                  f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+            raise SkipError("frame_undecodable", f"{self.path}: frame {index}: {_first_line(exc)}") from exc
         self._next = index + 1
         return frame

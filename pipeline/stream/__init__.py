@@ -1,6 +1,7 @@
 """Streaming loader: shards -> epoch-seeded order -> rank/worker split -> sampled items -> fixed-shape batches."""
 
-from pipeline.stream.config import DatasetSpec, StreamConfig, StreamError
+from pipeline.errors import StreamError
+from pipeline.stream.config import DatasetSpec, StreamConfig
 from pipeline.stream.dataset import HandStream
 from pipeline.stream.loader import StreamLoader
 

@@ -13,21 +13,17 @@ import torch
 from pipeline.augment.colour import APPEARANCE_SIZE
 from pipeline.augment.cv2_exec import warp_frame
 from pipeline.augment.params import GEOMETRY_SIZE
+from pipeline.errors import SkipError
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.items import Item
 
-
 ALIGN = 64  # field alignment inside the batch buffer
-
-
-class FrameDecodeError(Exception):
-    pass
 
 
 def decode_into(data: memoryview, size: tuple[int, int], dst: np.ndarray, offset: tuple[int, int], fill: int,
                 decoder: str = "simplejpeg") -> None:
     """Decode one JPEG into dst [S, S, C] (C = 3 RGB or 4 RGBX) with its top-left pixel at `offset`; the rest
-    of the slot gets `fill`. Raises FrameDecodeError for undecodable data or a size other than the metadata's."""
+    of the slot gets `fill`. Raises SkipError for undecodable data or a size other than the metadata's."""
     h, w = size
     channels = dst.shape[2]
     full = (h, w) == dst.shape[:2]
@@ -39,10 +35,10 @@ def decode_into(data: memoryview, size: tuple[int, int], dst: np.ndarray, offset
             if img is not None and channels == 4:
                 img = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA)
     except (ValueError, cv2.error) as exc:
-        raise FrameDecodeError(str(exc)) from exc
+        raise SkipError("undecodable_frame", str(exc)) from exc
     if img is None or img.shape[:2] != (h, w):
         got = None if img is None else img.shape[:2]
-        raise FrameDecodeError(f"decoded size {got} differs from the recorded {(h, w)}")
+        raise SkipError("undecodable_frame", f"decoded size {got} differs from the recorded {(h, w)}")
     if full and img.ctypes.data == dst.ctypes.data:
         return
     if not full:
@@ -106,7 +102,7 @@ class BatchBuilder:
 
     def put(self, arrays: dict[str, np.ndarray], b: int, item: Item, dataset_index: int) -> None:
         """Fill row b of a batch, given as NumPy views of its tensors, with the item's frames and ids.
-        Raises FrameDecodeError (the caller counts it)."""
+        Raises SkipError (the caller counts it)."""
         clip, frames = item.clip, arrays["frames"]
         for v, p in enumerate(item.positions.tolist()):
             size = (int(clip.sizes[p, 0]), int(clip.sizes[p, 1]))
@@ -117,8 +113,8 @@ class BatchBuilder:
                     warp_frame(self.rgbx, item.affine[v], item.appearance[v], frames[b, v], clip.fill)
                 else:
                     decode_into(clip.jpeg(p), size, frames[b, v], offset, clip.fill, self.cfg.decoder)
-            except FrameDecodeError as exc:
-                raise FrameDecodeError(f"{clip.url}: sample {clip.key} frame {int(clip.index[p])}: {exc}") from exc
+            except SkipError as exc:
+                raise SkipError(exc.reason, f"{clip.url}: sample {clip.key} frame {int(clip.index[p])}: {exc}") from exc
         arrays["affine"][b] = item.affine
         arrays["geometry"][b] = item.geometry
         arrays["appearance"][b] = item.appearance
@@ -136,7 +132,7 @@ class BatchBuilder:
 
     def _labels(self, arrays: dict[str, np.ndarray], b: int, item: Item) -> None:
         """Labels in slot pixels (2D and K shifted by the slot offset); NaN and labelled=False where absent."""
-        labels = item.clip.labels()
+        labels = item.clip.labels
         for name in ("kp2d", "kp3d", "K"):
             arrays[name][b] = np.nan
         arrays["labelled"][b] = False

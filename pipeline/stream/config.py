@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pipeline.augment.params import PECLR, TEMPCLR, AugmentSpec
-from pipeline.errors import HandclrError
+from pipeline.errors import ConfigError
 from pipeline.stream.sampling import NEGATIVE_LAWS, POSITIVE_LAWS
+from pipeline.typedconfig import NonNegativeInt, PositiveInt, check, ranged
 
 MODES = ("tempclr", "peclr", "simclr", "sequence")
 # TempCLR: "about half the frame rate" — 15 frames for HO-3D and 100DOH, 5 for HanCo.
 DEFAULT_WINDOWS = {"hanco": 5, "ho3d": 15, "doh100": 15}
-
-
-class StreamError(HandclrError):
-    """A stream that cannot run as configured (no shards, no usable item in a whole pass, bad setting)."""
+Weight = ranged(float, gt=0, le=1e6)
 
 
 @dataclass(frozen=True)
@@ -25,9 +24,14 @@ class DatasetSpec:
 
     name: str
     shards: str | tuple[str, ...]
-    weight: float = 1.0
-    window: int | None = None  # TempCLR half-width k; default DEFAULT_WINDOWS or round(fps / 2) or 15
+    weight: Weight = 1.0  # relative; bounded so that no sum of weights overflows
+    window: PositiveInt | None = None  # TempCLR half-width k; default DEFAULT_WINDOWS or round(fps / 2) or 15
     dataset: str | None = None  # sample `dataset` field to keep; default `name`
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shards, list):
+            object.__setattr__(self, "shards", tuple(self.shards))
+        check(self, f"dataset {self.name!r}")
 
     @property
     def select(self) -> str:
@@ -36,52 +40,36 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class StreamConfig:
+    """Every field is checked against its annotation on construction (pipeline/typedconfig.py)."""
+
     datasets: tuple[DatasetSpec, ...]
-    mode: str = "tempclr"
-    batch_size: int = 32  # items per batch on one rank
-    seed: int = 0
-    out_size: int = 224
-    slot_size: int = 256  # stored crops are placed in an S x S slot (HanCo's 224² centred)
-    positives: int = 1
-    negatives: int = 2
-    positive_law: str = "linear"
-    negative_law: str = "distance"
-    items_per_sample: int = 1  # anchors (tempclr), frames (peclr/simclr) or sequences drawn per clip sample
-    sequence_length: int = 3
-    sequence_interval: int = 3
+    mode: Literal[MODES] = "tempclr"
+    batch_size: PositiveInt = 32  # items per batch on one rank
+    seed: NonNegativeInt = 0
+    out_size: PositiveInt = 224
+    slot_size: PositiveInt = 256  # stored crops are placed in an S x S slot (HanCo's 224² centred)
+    positives: PositiveInt = 1
+    negatives: NonNegativeInt = 2
+    positive_law: Literal[POSITIVE_LAWS] = "linear"
+    negative_law: Literal[NEGATIVE_LAWS] = "distance"
+    items_per_sample: PositiveInt = 1  # anchors (tempclr), frames (peclr/simclr) or sequences per clip sample
+    sequence_length: PositiveInt = 3
+    sequence_interval: PositiveInt = 3
     augment: AugmentSpec = field(default_factory=lambda: TEMPCLR)
-    executor: str = "none"  # "none": decode only (device-side torch executor later) | "cv2": warp in the worker
-    decoder: str = "simplejpeg"  # or "cv2"
-    interleave: int = 4  # shards read concurrently per dataset stream (decorrelates consecutive items)
-    items_per_epoch: int | None = None  # all ranks together; default: what the manifests imply
+    executor: Literal["none", "cv2"] = "none"  # "none": decode only (the trainer augments on the device)
+    decoder: Literal["simplejpeg", "cv2"] = "simplejpeg"
+    interleave: PositiveInt = 4  # shards read concurrently per dataset stream (decorrelates consecutive items)
+    items_per_epoch: PositiveInt | None = None  # all ranks together; default: what the manifests imply
     labels: bool = False
+    read_timeout: ranged(float, ge=0) = 0.0  # s a shard read may wait for data, else the shard is skipped (0: none)
 
     def __post_init__(self) -> None:
-        problems = []
+        object.__setattr__(self, "datasets", tuple(self.datasets))
+        check(self, "stream config")
         if not self.datasets:
-            problems.append("no datasets")
-        if self.mode not in MODES:
-            problems.append(f"mode {self.mode!r} not in {MODES}")
-        if self.positive_law not in POSITIVE_LAWS:
-            problems.append(f"positive_law {self.positive_law!r} not in {POSITIVE_LAWS}")
-        if self.negative_law not in NEGATIVE_LAWS:
-            problems.append(f"negative_law {self.negative_law!r} not in {NEGATIVE_LAWS}")
-        if self.executor not in ("none", "cv2"):
-            problems.append(f"executor {self.executor!r} not in ('none', 'cv2')")
-        if self.decoder not in ("simplejpeg", "cv2"):
-            problems.append(f"decoder {self.decoder!r} not in ('simplejpeg', 'cv2')")
-        for name in ("batch_size", "out_size", "slot_size", "items_per_sample", "interleave", "sequence_length",
-                     "sequence_interval"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1")
-        if self.positives < 1 or self.negatives < 0:
-            problems.append("need positives >= 1 and negatives >= 0")
-        if any(d.weight <= 0 for d in self.datasets):
-            problems.append("dataset weights must be > 0")
+            raise ConfigError("stream config: no datasets")
         if len({d.name for d in self.datasets}) != len(self.datasets):
-            problems.append("dataset names must be unique")
-        if problems:
-            raise StreamError("stream config: " + "; ".join(problems))
+            raise ConfigError(f"stream config: dataset names must be unique, got {[d.name for d in self.datasets]}")
 
     @property
     def views(self) -> int:

@@ -1,9 +1,11 @@
 """HandStream: the IterableDataset every rank and loader worker iterates.
 
 Per epoch and rank it yields exactly `batches_per_epoch` batches in total over its workers (dataset streams
-repeat, so uneven shard counts can never make one rank stop early and hang DDP). Items are mixed across
-datasets by weight: each item's dataset is an independent draw from the weights, so over N items dataset d's
-count is Binomial(N, w_d) (tests bound it at 5 standard deviations).
+repeat, so uneven shard counts can never make one rank stop early and hang DDP; a consumer whose share holds no
+usable sample reads whole passes instead, see reader.py). A dataset without any usable item is a StreamError on
+every consumer, never a spin: each reader is told which of its items made it into a batch. Items are mixed
+across datasets by weight: each item's dataset is an independent draw from the weights, so over N items dataset
+d's count is Binomial(N, w_d) (tests bound it at 5 standard deviations).
 
 The epoch lives in a shared value, because persistent workers keep their own copy of this object and would
 otherwise never see it change (webdataset's own epoch counter has the same problem).
@@ -18,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.stream.batch import BatchBuilder, FrameDecodeError, unpack
-from pipeline.stream.config import StreamConfig, StreamError
+from pipeline.errors import SkipError, StreamError
+from pipeline.stream.batch import BatchBuilder, unpack
+from pipeline.stream.config import StreamConfig
 from pipeline.stream.order import logical_worker, worker_quota
 from pipeline.stream.reader import DatasetReader
 from pipeline.stream.shardlist import ShardList, resolve
@@ -39,13 +42,18 @@ class HandStream(IterableDataset):
         self._builder: tuple[int, BatchBuilder] | None = None
 
     def _epoch_batches(self) -> int:
-        items = self.cfg.items_per_epoch
+        """Batches per rank. A stated items_per_epoch must fill one batch on every rank; the default (what the
+        manifests imply) is at least one batch."""
+        items, per_batch = self.cfg.items_per_epoch, self.world_size * self.cfg.batch_size
         if items is None:
             if any(s.samples is None for s in self.shards):
                 raise StreamError("items_per_epoch is required when a dataset's shards are URLs rather than a "
                                   "shard-set directory with a manifest")
-            items = sum(s.samples for s in self.shards) * self.cfg.items_per_sample
-        return max(1, items // (self.world_size * self.cfg.batch_size))
+            return max(1, sum(s.samples for s in self.shards) * self.cfg.items_per_sample // per_batch)
+        if items < per_batch:
+            raise StreamError(f"items_per_epoch {items} is fewer than one batch per rank: {self.world_size} rank(s) "
+                              f"x batch_size {self.cfg.batch_size} = {per_batch} items")
+        return items // per_batch
 
     @property
     def epoch(self) -> int:
@@ -77,7 +85,7 @@ class HandStream(IterableDataset):
         mixer = np.random.default_rng([cfg.seed, epoch, self.rank, w, 0x313])
         produced = 0
         if state is not None:
-            for reader, rs in zip(readers, state["readers"]):
+            for reader, rs in zip(readers, state["readers"], strict=True):
                 reader.load_state_dict(rs)
             mixer.bit_generator.state = state["mixer"]
             produced = state["produced"]
@@ -97,9 +105,10 @@ class HandStream(IterableDataset):
                 item = readers[d].next_item()
                 try:
                     builder.put(arrays, b, item, d)
-                except FrameDecodeError as exc:
-                    stats.skip("undecodable_frame", str(exc))
+                except SkipError as exc:
+                    stats.skip(exc.reason, str(exc))
                     continue
+                readers[d].used()
                 stats.add("items")
                 stats.add(f"items/{cfg.datasets[d].name}")
                 stats.add("frames_decoded", len(item.positions))

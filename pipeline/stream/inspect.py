@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.stream.config import DatasetSpec, StreamConfig, StreamError, preset_augment
+from pipeline.errors import StreamError
+from pipeline.stream.config import DatasetSpec, StreamConfig, preset_augment
 from pipeline.stream.dataset import HandStream
 from pipeline.stream.items import ROLE_ANCHOR, ROLE_NEGATIVE, ROLE_POSITIVE
 from pipeline.stream.loader import StreamLoader
@@ -94,7 +95,7 @@ def _histogram(observed: np.ndarray, expected: np.ndarray, first: int, title: st
     top = max(observed.max(), expected.max(), 1.0)
     m = len(observed)
     bar = (w - 40) / m
-    for i, (o, e) in enumerate(zip(observed, expected)):
+    for i, (o, e) in enumerate(zip(observed, expected, strict=True)):
         x0 = int(20 + i * bar)
         x1 = max(x0 + 1, int(20 + (i + 1) * bar) - 1)
         cv2.rectangle(img, (x0, h - 30), (x1, int(h - 30 - o / top * (h - 70))), (200, 140, 60), -1)

@@ -6,6 +6,7 @@ Seeds (every draw is reproducible and independent of worker count and order):
                   sample first (row j for item j: once per item when time-coherent, once per view
                   otherwise), then appearance for every view of every item.
 So item j of a clip gets new but reproducible parameters every epoch, drawn in one vectorised call per clip.
+A consumer that reads a whole pass (fewer usable samples than consumers) appends a per-consumer salt to both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pipeline.augment.affine import view_affine
 from pipeline.augment.colour import identity_appearance
 from pipeline.augment.params import GeometrySpec
 from pipeline.stream.clipdata import ClipSample
-from pipeline.stream.config import StreamConfig, StreamError
+from pipeline.stream.config import StreamConfig
 from pipeline.stream.sampling import eligible_anchors, frames_draw, sequence_draw, tempclr_draw
 
 ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, ROLE_VIEW, ROLE_SEQUENCE = 0, 1, 2, 3, 4
@@ -39,13 +40,9 @@ class Item:
 
 
 def slot_offsets(clip: ClipSample, positions: np.ndarray, slot: int) -> np.ndarray:
-    """[V, 2] (x, y) of each stored crop's top-left pixel in the slot: smaller crops are centred."""
-    hw = clip.sizes[positions]
-    if (hw > slot).any():
-        h, w = hw[(hw > slot).any(axis=1)][0]
-        raise StreamError(f"{clip.url}: sample {clip.key} has a {w}x{h} frame, larger than slot_size {slot}; "
-                          f"set slot_size >= the shard set's store_size")
-    return (slot - hw[:, ::-1]) // 2
+    """[V, 2] (x, y) of each stored crop's top-left pixel in the slot: smaller crops are centred (parsing
+    skipped samples with frames larger than the slot)."""
+    return (slot - clip.sizes[positions][:, ::-1]) // 2
 
 
 def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, n: int, k: int,
@@ -72,9 +69,11 @@ def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, n: int, k: int,
     return out
 
 
-def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: int,
-               dataset_index: int) -> list[Item] | None:
-    rng = np.random.default_rng([cfg.seed, epoch, pass_, dataset_index, clip.clip_id])
+def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: int, dataset_index: int,
+               salt: tuple[int, ...] = ()) -> list[Item] | None:
+    """The items of one clip sample. `salt` extends both seeds: consumers that read the same samples (see
+    DatasetReader.whole) must still draw different items."""
+    rng = np.random.default_rng([cfg.seed, epoch, pass_, dataset_index, clip.clip_id, *salt])
     anchors = eligible_anchors(clip.n, k, cfg.positives, cfg.negatives) if cfg.mode == "tempclr" else None
     drawn = _draw_positions(cfg, rng, clip.n, k, anchors)
     if drawn is None:
@@ -85,7 +84,7 @@ def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: i
         geometry = np.tile(GeometrySpec.identity(), (m, v, 1))
         appearance = np.tile(identity_appearance(), (m, v, 1))
     else:
-        arng = np.random.default_rng([clip.aug_seed, cfg.seed, epoch, pass_, clip.view, clip.chunk])
+        arng = np.random.default_rng([clip.aug_seed, cfg.seed, epoch, pass_, clip.view, clip.chunk, *salt])
         if cfg.time_coherent:
             geometry = np.repeat(spec.geometry.draw(arng, m)[:, None], v, axis=1)
         else:

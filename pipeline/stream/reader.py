@@ -6,21 +6,30 @@ consumer's pass order; once a pass's shards are all open its remaining ones are 
 starts (new permutation), so a dataset never runs dry and never repeats a sample within a pass.
 State = pass, next position, per slot (position, raw samples read, current sample, items emitted) and the
 generator state: restoring re-reads only the open shards up to their current samples (no decoding).
+
+A pass whose shards were all opened after the last usable item (one that made it into a batch) gave this
+consumer nothing. The first time, its share may just hold no usable sample (fewer usable samples than
+consumers): it then reads every sample of every pass, with its own draws (`whole`), so that every rank still
+fills its batches. A whole pass without a usable item is a StreamError naming the dataset and the skips, raised
+by every consumer after at most two passes: never a spin.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
-from pipeline.stream.clipdata import ClipSample, CorruptSample, parse_sample
-from pipeline.stream.config import DatasetSpec, StreamConfig, StreamError
+from pipeline.errors import SkipError, StreamError
+from pipeline.stream.clipdata import ClipSample, parse_sample
+from pipeline.stream.config import DatasetSpec, StreamConfig
 from pipeline.stream.items import TOO_SHORT, Item, clip_items
 from pipeline.stream.order import consumer_positions, keeps_sample, pass_order
 from pipeline.stream.shardlist import ShardList, read_shard
 from pipeline.stream.stats import StreamStats
+
+WHOLE_PASS_SALT = 0x3A11  # seeds of a consumer reading whole passes: (salt, consumer)
 
 
 @dataclass
@@ -44,18 +53,31 @@ class DatasetReader:
         self.cfg, self.d, self.spec, self.shards = cfg, dataset_index, spec, shards
         self.consumer, self.consumers, self.epoch, self.stats = consumer, consumers, epoch, stats
         self.rng = np.random.default_rng([cfg.seed, epoch, rank, worker, dataset_index, 0x51])
-        positions, self.filtering = consumer_positions(len(shards.urls), consumer, consumers)
-        self.mine = list(positions)
+        self.whole = False  # this consumer's share gave no usable item in a pass: read every sample instead
+        self._split()
         self.pass_, self.next = 0, 0
         self.slots: list[Slot | None] = [None] * cfg.interleave
-        self.idle = 0  # shards opened since the last item: detects a dataset that can never yield one
+        self.idle = 0  # shards opened since the last usable item
+
+    def _split(self) -> None:
+        if self.whole:
+            self.mine, self.filtering = list(range(len(self.shards.urls))), False
+        else:
+            positions, self.filtering = consumer_positions(len(self.shards.urls), self.consumer, self.consumers)
+            self.mine = list(positions)
+
+    def used(self) -> None:
+        """The last item made it into a batch (its frames decoded): the dataset is usable."""
+        self.idle = 0
 
     def state_dict(self) -> dict:
-        return {"pass": self.pass_, "next": self.next, "idle": self.idle, "rng": self.rng.bit_generator.state,
-                "slots": [s.state() if s else None for s in self.slots]}
+        return {"pass": self.pass_, "next": self.next, "idle": self.idle, "whole": self.whole,
+                "rng": self.rng.bit_generator.state, "slots": [s.state() if s else None for s in self.slots]}
 
     def load_state_dict(self, state: dict) -> None:
         self.pass_, self.next, self.idle = state["pass"], state["next"], state["idle"]
+        self.whole = state.get("whole", False)
+        self._split()
         self.rng.bit_generator.state = state["rng"]
         for i, s in enumerate(state["slots"]):
             self.slots[i] = None if s is None else self._restore(s)
@@ -75,30 +97,41 @@ class DatasetReader:
     def _open(self, pass_: int, position: int) -> Slot:
         slot = Slot(pass_, position)
         order = pass_order(len(self.shards.urls), self.cfg.seed, self.d, self.epoch, pass_)
-        slot.samples = read_shard(self.shards.urls[int(order[position])],
-                                  lambda u, exc: self.stats.skip("unreadable_shard", f"{u}: {exc}"))
+        slot.samples = read_shard(self.shards.urls[int(order[position])], self.stats.skip, self.cfg.read_timeout)
         self.stats.add("shards_opened")
         return slot
 
     def _open_next(self) -> Slot:
         self.idle += 1
-        if self.idle > len(self.mine) + self.cfg.interleave + 1:
-            raise StreamError(f"dataset {self.spec.name}: a whole pass over its {len(self.shards.urls)} shard(s) "
-                              f"gave consumer {self.consumer}/{self.consumers} no usable item "
-                              f"(skips so far: {dict(self.stats.skips)}); check the mode, window and shards")
         slot = self._open(self.pass_, self.mine[self.next])
         self.next += 1
         return slot
 
+    def _next_pass(self) -> None:
+        """Every shard of the pass is drained. If all were opened after the last usable item, the pass gave
+        nothing: widen this consumer's share to whole passes once, then give up."""
+        if self.idle >= len(self.mine):
+            if self.whole:
+                raise StreamError(f"dataset {self.spec.name}: a whole pass over all its {len(self.shards.urls)} "
+                                  f"shard(s) gave consumer {self.consumer}/{self.consumers} no usable item "
+                                  f"(skips so far: {dict(self.stats.skips)}); check the mode, window and shards")
+            self.whole, self.idle = True, 0
+            self._split()
+            self.stats.add(f"whole_passes/{self.spec.name}")
+        self.pass_, self.next = self.pass_ + 1, 0
+
     def _items(self, raw: dict, slot: Slot) -> list[Item] | None:
         try:
-            clip: ClipSample = parse_sample(raw, raw.get("__url__", "?"))
+            clip: ClipSample = parse_sample(raw, raw.get("__url__", "?"), self.cfg.slot_size)
             if clip.dataset != self.spec.select:
                 return None
             self.stats.add("samples_read")
+            if self.cfg.labels:
+                clip.load_labels()
             k = self.cfg.window(self.spec, clip.fps)
-            items = clip_items(self.cfg, clip, k, self.epoch, slot.pass_, self.d)
-        except CorruptSample as exc:
+            salt = (WHOLE_PASS_SALT, self.consumer) if self.whole else ()
+            items = clip_items(self.cfg, clip, k, self.epoch, slot.pass_, self.d, salt)
+        except SkipError as exc:
             self.stats.skip(exc.reason, str(exc))
             return None
         if items is None:
@@ -125,7 +158,7 @@ class DatasetReader:
             else:  # pass fully opened: drain its open shards before the next pass starts (no early repeats)
                 live = [j for j, s in enumerate(self.slots) if s is not None]
                 if not live:
-                    self.pass_, self.next = self.pass_ + 1, 0
+                    self._next_pass()
                     continue
                 i = live[int(self.rng.integers(len(live)))]
             slot = self.slots[i]
@@ -133,7 +166,6 @@ class DatasetReader:
                 slot = self.slots[i] = self._open_next()
             if slot.emitted < len(slot.items):
                 slot.emitted += 1
-                self.idle = 0
                 return slot.items[slot.emitted - 1]
             if not self._read(slot):
                 self.slots[i] = None

@@ -17,8 +17,8 @@ plain: each micro-batch's loss on its own gathered embeddings (the seeds' accumu
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -128,10 +128,10 @@ def step_gradients(model: nn.Module, micro: list[dict], cfg: ObjectiveConfig, fn
     for b in micro:
         firsts.append(start)
         start += int(b["role"].shape[0])
-    metas = [row_meta(b, f) for b, f in zip(micro, firsts)]
+    metas = [row_meta(b, f) for b, f in zip(micro, firsts, strict=True)]
     if mode == "plain":
         total = 0.0
-        for i, (b, m) in enumerate(zip(micro, metas)):
+        for i, (b, m) in enumerate(zip(micro, metas, strict=True)):
             ctx = fns.no_sync() if i < len(micro) - 1 else contextlib.nullcontext()
             with ctx:
                 loss = objective_loss(cfg, gather(fns.forward(b).float()), _gathered_meta([m])) / len(micro)
@@ -148,7 +148,7 @@ def step_gradients(model: nn.Module, micro: list[dict], cfg: ObjectiveConfig, fn
     loss = objective_loss(cfg, gather(local), _gathered_meta(metas))
     (grad,) = torch.autograd.grad(loss, local)
     grads = grad.split([len(z) for z in cached])
-    for i, (b, g, state) in enumerate(zip(micro, grads, states)):
+    for i, (b, g, state) in enumerate(zip(micro, grads, states, strict=True)):
         _set_rng_state(state, device)
         ctx = fns.no_sync() if i < len(micro) - 1 else contextlib.nullcontext()
         with ctx:
