@@ -8,7 +8,11 @@ import numpy as np
 
 from pipeline.augment.colour import LUMA, SOBEL_SCALE, colour_matrix
 
-cv2.setNumThreads(1)  # one loader worker = one core; cv2's own thread pool would oversubscribe
+
+def single_threaded() -> None:
+    """One process = one core (a loader worker, a sharder worker): cv2's own thread pool would oversubscribe.
+    Called where such a process starts, never at import."""
+    cv2.setNumThreads(1)
 
 
 def warp_frame(rgbx: np.ndarray, affine: np.ndarray, appearance: np.ndarray, out: np.ndarray,

@@ -13,7 +13,6 @@ from typing import Literal
 from pipeline.errors import ConfigError
 from pipeline.sharding.options import ShardOptions
 from pipeline.sources import SOURCES, Source
-from pipeline.sources.options import SOURCE_OPTIONS
 from pipeline.typedconfig import load, read_yaml, to_data
 
 
@@ -49,7 +48,7 @@ class SourceEntry:
 
 def _source(entry: dict, base: ShardOptions, overrides: dict, where: str) -> SourceSpec:
     src = load(SourceEntry, entry, where)
-    options = load(SOURCE_OPTIONS[src.type], src.options, f"{where}.options")
+    options = load(SOURCES[src.type].Options, src.options, f"{where}.options")
     given = {k: getattr(options, k) for k in src.options}  # the reader applies its own defaults
     local = load(ShardOptions, {**to_data(base), **src.sharding, **overrides}, f"{where}.sharding")
     return SourceSpec(src.type, src.path, given, local)

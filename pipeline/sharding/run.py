@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.augment.cv2_exec import single_threaded
 from pipeline.errors import HandclrError, SkipCounter
 from pipeline.sharding.clipjob import ClipResult, process_clip
 from pipeline.sharding.recipe import Recipe
@@ -85,8 +86,10 @@ def listing_id(recipe: Recipe, plan: list[tuple[int, Clip]]) -> str:
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(sources: list[Source], recipe: Recipe) -> None:
+def _init_worker(sources: list[Source], recipe: Recipe, pool: bool = False) -> None:
     _WORKER_STATE["sources"], _WORKER_STATE["recipe"] = sources, recipe
+    if pool:
+        single_threaded()
 
 
 def _job(task: tuple[int, Clip]) -> ClipResult:
@@ -101,7 +104,7 @@ def _results(tasks: list[tuple[int, Clip]], sources, recipe, workers: int) -> It
         yield from map(_job, tasks)
         return
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(sources, recipe)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(sources, recipe, True)) as pool:
         yield from pool.imap(_job, tasks, chunksize=1)
 
 

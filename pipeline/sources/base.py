@@ -18,6 +18,8 @@ import numpy as np
 
 from pipeline.errors import LayoutError, SkipCounter
 from pipeline.sources.files import entry_problem
+from pipeline.sources.options import NoOptions
+from pipeline.typedconfig import load
 
 Box = tuple[float, float, float, float]
 # Frame numbers are ASCII digits only: `int()` and `str.isdigit()` also accept other scripts' digits
@@ -81,9 +83,11 @@ class Source:
 
     dataset: str = ""
 
+    Options: type = NoOptions  # the typed `options:` of a recipe entry (pipeline/sources/options.py)
+
     def __init__(self, root: str | os.PathLike, **options: Any) -> None:
         self.root = Path(root)
-        self.options = options
+        self.options = load(self.Options, options, f"{self.dataset} options")
 
     def clips(self, counter: SkipCounter) -> Iterator[Clip]:
         raise NotImplementedError

@@ -30,9 +30,8 @@ from pipeline.sources.files import (
     open_text,
     read_bytes,
 )
+from pipeline.sources.options import DOH100Options
 
-VOC_DIR = "pascal_voc_format/VOCdevkit2007_handobj_100K/VOC2007"
-META_FILE = "file/meta_100DOH_video.txt"
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 TRACK_COLUMNS = ("video_id", "frame", "x1", "y1", "x2", "y2", "side", "score")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -177,12 +176,14 @@ class DOH100(Source):
     meta (video table), target_fps (default 15; None keeps every frame), max_gap (native frames, default
     5), iou_min (default 0.3), min_score (default 0.5)."""
 
+    Options = DOH100Options
+
     dataset = "doh100"
 
     def clips(self, counter: SkipCounter) -> Iterator[Clip]:
-        parts = self.options.get("parts") or self._present_parts()
+        parts = self.options.parts or self._present_parts()
         if not parts:
-            self.require("100DOH", self.options.get("voc_dir", VOC_DIR), "file")
+            self.require("100DOH", self.options.voc_dir, "file")
         if "voc" in parts:
             yield from self._voc(counter)
         if "json" in parts:
@@ -192,19 +193,19 @@ class DOH100(Source):
 
     def _present_parts(self) -> list[str]:
         parts = []
-        if (self.root / self.options.get("voc_dir", VOC_DIR)).is_dir():
+        if (self.root / self.options.voc_dir).is_dir():
             parts.append("voc")
         if any(entry_exists(self.root / "file" / f"{s}.json") for s in self._json_splits()):
             parts.append("json")
-        if entry_exists(self.root / self.options.get("tracks", "tracks/boxes.csv")):
+        if entry_exists(self.root / self.options.tracks):
             parts.append("video")
         return parts
 
     def _json_splits(self) -> list[str]:
-        return list(self.options.get("json_splits", ["trainval", "test"]))
+        return list(self.options.json_splits)
 
     def _fps_table(self) -> tuple[dict[str, float], dict[str, str]]:
-        path = self.root / self.options.get("meta", META_FILE)
+        path = self.root / self.options.meta
         return read_video_meta(path) if entry_exists(path) else ({}, {})
 
     def _hand_clip(self, seq: str, index: int, image: str, source_id: str, box, side: str,
@@ -215,15 +216,15 @@ class DOH100(Source):
 
     def _voc_stems(self, voc: Path) -> set[str] | None:
         """Stems named by the `image_sets` lists (None: all annotations); a list is a layout file."""
-        if not self.options.get("image_sets"):
+        if not self.options.image_sets:
             return None
         stems: set[str] = set()
-        for name in self.options["image_sets"]:
+        for name in self.options.image_sets:
             stems.update(layout_text(voc / "ImageSets" / "Main" / f"{name}.txt", LIST, self.dataset).split())
         return stems
 
     def _voc(self, counter: SkipCounter) -> Iterator[Clip]:
-        voc = self.root / self.options.get("voc_dir", VOC_DIR)
+        voc = self.root / self.options.voc_dir
         self.require("100DOH VOC", str(voc.relative_to(self.root) / "JPEGImages"),
                      str(voc.relative_to(self.root) / "Annotations"))
         stems = self._voc_stems(voc)
@@ -274,15 +275,15 @@ class DOH100(Source):
                                               {"contact_state": rec.get("contact_state")})
 
     def _videos(self, counter: SkipCounter) -> Iterator[Clip]:
-        videos_dir = self.root / self.options.get("videos", "raw_videos")
-        tracks_path = self.root / self.options.get("tracks", "tracks/boxes.csv")
-        meta = self.options.get("meta", META_FILE)
+        videos_dir = self.root / self.options.videos
+        tracks_path = self.root / self.options.tracks
+        meta = self.options.meta
         self.require("100DOH raw video", str(videos_dir.relative_to(self.root)),
                      str(tracks_path.relative_to(self.root)), meta)
-        target = self.options.get("target_fps", 15)
+        target = self.options.target_fps
         rates, bad_rates = self._fps_table()
         files = {Path(n).stem: videos_dir / n for n in utf8_names(videos_dir, counter, VIDEO_EXTS)}
-        detections = read_box_tracks(tracks_path, counter, float(self.options.get("min_score", 0.5)))
+        detections = read_box_tracks(tracks_path, counter, self.options.min_score)
         for video_id in sorted(detections):
             if video_id not in files:
                 counter.skip("video_missing", f"{videos_dir}/{video_id}.* (named in {tracks_path})", clips=1)
@@ -296,8 +297,8 @@ class DOH100(Source):
 
     def _video_clips(self, video_id: str, video: Path, fps: float, detections: list[Detection],
                      target: float | None) -> Iterator[Clip]:
-        max_gap = int(self.options.get("max_gap", 5))
-        tracks = link_tracks(detections, float(self.options.get("iou_min", 0.3)), max_gap)
+        max_gap = self.options.max_gap
+        tracks = link_tracks(detections, self.options.iou_min, max_gap)
         for t, track in enumerate(tracks):
             known = {d.frame: d.box for d in track}
             indices = subsample(track[0].frame, track[-1].frame, fps, target)

@@ -15,12 +15,15 @@ from pipeline.errors import LayoutError, SkipCounter
 from pipeline.geometry import project
 from pipeline.sources.base import Clip, Frame, Labels, Source
 from pipeline.sources.files import LAYOUT_JSON, entry_exists, layout_bytes
+from pipeline.sources.options import FreiHANDOptions
 
 FRAME_SIZE = (224, 224)  # FreiHAND images are 224x224 hand crops, stored as they are
 
 
 class FreiHAND(Source):
     """Options: split (training | evaluation, default training), versions (default [0, 1, 2, 3])."""
+
+    Options = FreiHANDOptions
 
     dataset = "freihand"
 
@@ -39,7 +42,7 @@ class FreiHAND(Source):
         return data
 
     def clips(self, counter: SkipCounter) -> Iterator[Clip]:
-        split = self.options.get("split", "training")
+        split = self.options.split
         if split not in ("training", "evaluation"):
             raise LayoutError(f"freihand: unknown split {split!r} (training | evaluation)")
         self.require("FreiHAND", f"{split}/rgb", f"{split}_K.json")
@@ -50,7 +53,7 @@ class FreiHAND(Source):
         for name, table in (("K", Ks), ("xyz", xyzs), ("mano", manos)):
             if table is not None and len(table) != n:
                 raise LayoutError(f"freihand: {split}_{name}.json has {len(table)} entries, expected {n}")
-        versions = self.options.get("versions", [0, 1, 2, 3] if split == "training" else [0])
+        versions = self.options.versions or ([0, 1, 2, 3] if split == "training" else [0])
         for idx in range(n):
             try:
                 K = np.asarray(Ks[idx], dtype=np.float64).reshape(3, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +19,13 @@ from pipeline.errors import LayoutError, SkipCounter, SkipError
 from pipeline.geometry import project, rotate_global_orient
 from pipeline.sources.base import Clip, Frame, Labels, Source, utf8_names
 from pipeline.sources.files import ANNOTATION, LAYOUT_JSON, entry_exists, layout_bytes, read_bytes
+from pipeline.sources.options import HancoFlag, HanCoOptions
 
 # [0-9], not \d: \d also matches other scripts' digits, which int() accepts ('٣' is 3).
 _FRAME = re.compile(r"^([0-9]{8})\.jpg$")
 _CAM = re.compile(r"^cam([0-9]{1,3})$")
 _SEQ = re.compile(r"^([0-9]{4})$")
-META_FLAGS = ("is_train", "subject_id", "is_valid", "object_id", "has_fit")
+META_FLAGS = typing.get_args(HancoFlag)
 FRAME_SIZE = (224, 224)  # HanCo images are 224x224 hand crops, stored as they are
 
 
@@ -40,10 +42,12 @@ class HanCo(Source):
     filters ({flag: value} over meta.json flags, a frame is kept when all match), fps (default None:
     HanCo publishes no frame rate)."""
 
+    Options = HanCoOptions
+
     dataset = "hanco"
 
     def clips(self, counter: SkipCounter) -> Iterator[Clip]:
-        images = self.options.get("images", "rgb")
+        images = self.options.images
         self.require("HanCo", images, "meta.json")
         try:
             meta = json.loads(layout_bytes(self.root / "meta.json", LAYOUT_JSON, self.dataset))
@@ -52,14 +56,11 @@ class HanCo(Source):
         if not isinstance(meta, dict) or "is_train" not in meta:
             raise LayoutError(f"hanco: {self.root / 'meta.json'} lacks the per-sequence flag lists "
                               f"({', '.join(META_FLAGS)})")
-        filters: dict = self.options.get("filters") or {}
-        unknown = set(filters) - set(META_FLAGS)
-        if unknown:
-            raise LayoutError(f"hanco: unknown meta.json filter(s) {sorted(unknown)}; known: {META_FLAGS}")
-        cameras = self.options.get("cameras")
-        with_labels = bool(self.options.get("labels", True)) and (self.root / "xyz").is_dir() \
+        filters = self.options.filters  # keys are META_FLAGS (typed options)
+        cameras = self.options.cameras
+        with_labels = self.options.labels and (self.root / "xyz").is_dir() \
             and (self.root / "calib").is_dir()
-        fps = self.options.get("fps")
+        fps = self.options.fps
         base = self.root / images
         for seq_name in utf8_names(base, counter):
             if not _SEQ.match(seq_name) or not (base / seq_name).is_dir():

@@ -18,6 +18,7 @@ from pipeline.geometry import MANO_TO_FREIHAND, OPENGL_TO_OPENCV, project, rotat
 from pipeline.sources.base import Clip, Frame, Labels, Source, ascii_number, utf8_names
 from pipeline.sources.boxes import box_from_keypoints
 from pipeline.sources.files import LIST, layout_text
+from pipeline.sources.options import HO3DOptions
 from pipeline.sources.safe_pickle import load_restricted
 
 SPLITS = ("train", "evaluation")
@@ -47,10 +48,12 @@ class HO3D(Source):
     """Options: splits (default both present), fps (per-dataset setting; HO-3D publishes none),
     image_size (default [640, 480], used to clip boxes derived from joints)."""
 
+    Options = HO3DOptions
+
     dataset = "ho3d"
 
     def clips(self, counter: SkipCounter) -> Iterator[Clip]:
-        splits = self.options.get("splits") or [s for s in SPLITS if (self.root / s).is_dir()]
+        splits = self.options.splits or [s for s in SPLITS if (self.root / s).is_dir()]
         if not splits:
             self.require("HO-3D", "train")
         bad = set(splits) - set(SPLITS)
@@ -59,7 +62,7 @@ class HO3D(Source):
         self.require("HO-3D", *[p for s in splits for p in (s, f"{s}.txt")])
         version = detect_version(self.root, [self.root / s for s in splits])
         ext = ".jpg" if version == 3 else ".png"
-        fps = self.options.get("fps")
+        fps = self.options.fps
         for split in splits:
             listed = set(layout_text(self.root / f"{split}.txt", LIST, self.dataset).split())
             split_dir = self.root / split
@@ -103,7 +106,7 @@ class HO3D(Source):
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SkipError("annotation_malformed", f"{frame.annotation}: bad or missing field ({exc!r})") from exc
         uv = project(K, kp3d)
-        width, height = self.options.get("image_size", (640, 480))
+        width, height = self.options.image_size
         frame.box = box_from_keypoints(uv, width, height)
         frame.labels = Labels(K=K, kp3d=kp3d, kp2d=uv, mano_pose=rotate_global_orient(pose, OPENGL_TO_OPENCV),
                               mano_shape=beta)

@@ -1,7 +1,8 @@
 """The options each dataset reader accepts in a recipe's `options:` mapping, typed (pipeline/typedconfig.py).
 
-A recipe's source options are loaded into the reader's dataclass before any file is read, so a mistyped value
-or an unknown key is a ConfigError naming the recipe, the source and the key.
+Each reader declares its dataclass as `Options`; a recipe's source options are loaded into it before any file is
+read (and so are keyword options given in code), so a mistyped value or an unknown key is a ConfigError naming
+the recipe, the source and the key. The defaults here are the readers' only defaults.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from pipeline.typedconfig import NonNegativeInt, PositiveFloat, PositiveInt, Pro
 
 HancoImages = Literal["rgb", "rgb_merged", "rgb_homo", "rgb_color_auto", "rgb_color_sample"]
 HancoFlag = Literal["is_train", "subject_id", "is_valid", "object_id", "has_fit"]
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A reader without options."""
 
 
 @dataclass(frozen=True)
@@ -52,5 +58,3 @@ class FreiHANDOptions:
     versions: list[ranged(int, ge=0, le=3)] | None = None  # default: all four (training), [0] (evaluation)
 
 
-SOURCE_OPTIONS: dict[str, type] = {"hanco": HanCoOptions, "ho3d": HO3DOptions, "doh100": DOH100Options,
-                                   "freihand": FreiHANDOptions}

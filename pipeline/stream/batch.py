@@ -28,6 +28,9 @@ def decode_into(data: memoryview, size: tuple[int, int], dst: np.ndarray, offset
     channels = dst.shape[2]
     full = (h, w) == dst.shape[:2]
     try:
+        header = simplejpeg.decode_jpeg_header(data)[:2]
+        if header != (h, w):  # checked before decoding: a forged header must not allocate its claimed size
+            raise SkipError("undecodable_frame", f"JPEG header says {header}, the metadata {(h, w)}")
         if decoder == "simplejpeg":
             img = simplejpeg.decode_jpeg(data, "RGB" if channels == 3 else "RGBX", buffer=dst if full else None)
         else:

@@ -2,8 +2,8 @@
 
 A local shard-set directory is resolved through its manifest (only shards that hold the dataset, with item
 counts for the default epoch length). Anything else is expanded like webdataset does (`::` lists, brace
-ranges), plus globs for local paths. URLs with a scheme go to `webdataset.gopen`: `pipe:` runs a command,
-and s3://, gs://, az:// ... are served by fsspec (registered below in webdataset's scheme table).
+ranges), plus globs for local paths. URLs with a scheme go to `webdataset.gopen` (`pipe:` runs a command,
+http(s)), except s3://, gs://, az:// ..., which fsspec opens (`gopen` below).
 
 Reading never raises for a bad shard: unreachable, truncated, failing (a `pipe:` command's exit status, on read
 or on close) and, with `read_timeout`, stalled shards are counted as `unreadable_shard`; a repeated member name
@@ -24,7 +24,6 @@ from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 import webdataset as wds
-from webdataset.gopen import gopen_schemes
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
@@ -38,14 +37,14 @@ PREFETCH_CHUNKS = 2  # chunks a timed source reads ahead
 Skip = Callable[[str, str], None]  # (reason, message): StreamStats.skip
 
 
-def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
-    import fsspec
+def gopen(url: str):
+    """A readable binary stream for `url`: fsspec for object stores (without touching webdataset's global scheme
+    table), webdataset's own openers for local paths, `pipe:` and http(s)."""
+    if urlparse(url).scheme in FSSPEC_SCHEMES:
+        import fsspec
 
-    return fsspec.open(url, mode).open()
-
-
-for _scheme in FSSPEC_SCHEMES:
-    gopen_schemes[_scheme] = _gopen_fsspec
+        return fsspec.open(url, "rb").open()
+    return wds.gopen(url, "rb")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def open_shard(url: str, read_timeout: float = 0.0):
     """webdataset's opener; with a read timeout, the source is read ahead by a thread (TimedSource)."""
     if read_timeout > 0:
         return io.BufferedReader(TimedSource(url, read_timeout), CHUNK)
-    return wds.gopen(url, "rb")
+    return gopen(url)
 
 
 def close_shard(stream, abandon: bool) -> Exception | None:
@@ -213,7 +212,7 @@ class TimedSource(io.RawIOBase):
     def _pump(self) -> None:
         """Chunks, then b"" at the end or the exception; the source is closed before the end is handed over."""
         try:
-            self._source = wds.gopen(self.url, "rb")
+            self._source = gopen(self.url)
             while not self._stop.is_set() and (data := self._source.read(CHUNK)):
                 if not self._put(data):
                     return
