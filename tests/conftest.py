@@ -3,9 +3,11 @@ that go through webdataset's own reader (independent of the sharder's code)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,19 @@ def read_shard_set(out: Path) -> dict[str, dict]:
 def accounting(summary: dict) -> tuple[int, int]:
     """(frames in, frames written + skipped frames): equal when nothing is lost."""
     return summary["frames_in"], summary["frames_written"] + sum(summary["skips"]["frames"].values())
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Turn a hang (a blocking open, a runaway conversion, a spinning stream) into a test failure
+    (AssertionError: unlike TimeoutError, not an OSError that the code under test would count as a skip)."""
+    def expire(signum, frame):
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import numpy as np
 import pytest
 import simplejpeg
 
+from pipeline.atomic import atomic_write_text
 from pipeline.cli import main
 from pipeline.errors import HandclrError, LayoutError, SkipCounter, SkipError
-from pipeline.sharding import tables, writer
+from pipeline.sharding import tables
 from pipeline.sharding.frames import image_size
 from pipeline.sharding.run import merge
 from pipeline.sharding.tables import MANIFEST, MANIFEST_SCHEMA, SHARDS, SHARDS_SCHEMA, load_manifest, load_shards
@@ -30,7 +30,7 @@ from pipeline.sharding.verify import verify
 from pipeline.sources import SOURCES
 from pipeline.sources.doh100 import read_box_tracks
 from pipeline.sources.safe_pickle import load_restricted
-from tests.conftest import accounting, run, write_recipe
+from tests.conftest import accounting, deadline, run, write_recipe
 
 HANCO = [{"type": "hanco", "path": "hanco"}]
 HO3D = [{"type": "ho3d", "path": "ho3d", "options": {"fps": 30}}]
@@ -39,22 +39,6 @@ VIDEO = [{"type": "doh100", "path": "doh100", "options": {"parts": ["video"]}}]
 VOC_DIR = "doh100/pascal_voc_format/VOCdevkit2007_handobj_100K/VOC2007"
 CSV_HEADER = "video_id,frame,x1,y1,x2,y2,side,score\n"
 VIDEO_ID = "boardgame_848_sU8S98MT1Mo"
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Turn a hang (a blocking open, a runaway conversion) into a test failure (AssertionError: unlike
-    TimeoutError, not an OSError that the code under test would count as a skip)."""
-    def expire(signum, frame):
-        raise AssertionError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _balanced(summary: dict) -> None:
@@ -368,7 +352,7 @@ def test_disk_full_while_writing_the_summary_keeps_the_old_file(tmp_path, monkey
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(HandclrError, match=r"writing .*summary.json: No space left on device"):
-        writer.atomic_write_text(path, "new")
+        atomic_write_text(path, "new")
     assert path.read_text() == "old" and not list(tmp_path.glob("*.tmp"))
 
 

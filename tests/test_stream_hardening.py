@@ -4,11 +4,9 @@ a resume under a changed stream config is refused."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +18,8 @@ import zstandard
 from pipeline.stream import DatasetSpec, HandStream, StreamConfig, StreamError, StreamLoader
 from pipeline.stream.clipdata import clip_id
 from pipeline.stream.config import preset_augment
+from tests.conftest import deadline
 from tests.test_stream_sources import hanco_urls
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Fail a test that would otherwise spin or block for ever (pytest's failure is a BaseException: the stream's
-    own error handling cannot swallow it)."""
-    def expire(signum, frame):
-        pytest.fail(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")

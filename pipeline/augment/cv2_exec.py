@@ -11,7 +11,8 @@ from pipeline.augment.colour import LUMA, SOBEL_SCALE, colour_matrix
 
 def single_threaded() -> None:
     """One process = one core (a loader worker, a sharder worker): cv2's own thread pool would oversubscribe.
-    Called where such a process starts, never at import."""
+    Called where such processes start (a spawned sharder worker; the loader's process before it forks its
+    workers, which inherit the setting), never at import."""
     cv2.setNumThreads(1)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.atomic import atomic_write_text
 from pipeline.augment.cv2_exec import single_threaded
 from pipeline.errors import HandclrError, SkipCounter
 from pipeline.sharding.clipjob import ClipResult, process_clip
@@ -25,7 +26,6 @@ from pipeline.sharding.tables import write_tables
 from pipeline.sharding.writer import (
     ResumeState,
     ShardSink,
-    atomic_write_text,
     complete_records,
     exclusive_lock,
     load_resume_state,

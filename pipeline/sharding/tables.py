@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import atomic_write
 from pipeline.errors import HandclrError, SkipError
 from pipeline.sources.files import TABLE, check_file
 
@@ -27,19 +27,8 @@ SHARDS_SCHEMA = pa.schema([
 
 
 def _write(path: Path, rows: list[dict], schema: pa.Schema) -> None:
-    """Write temp + fsync + rename; on failure (disk full) the temp file goes and `path` is untouched."""
     table = pa.Table.from_pylist([{f.name: r[f.name] for f in schema} for r in rows], schema=schema)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HandclrError(f"writing {path}: {exc.strerror or exc} (the previous version, if any, is "
-                           f"unchanged; re-run once fixed)") from exc
+    atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 def write_tables(out: Path, rows: list[dict], shards: list[dict]) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import webdataset as wds
 
+from pipeline.atomic import atomic_write_text
 from pipeline.errors import HandclrError
 
 log = logging.getLogger("handclr")
@@ -57,22 +58,6 @@ class _HashingFile:
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write temp + fsync + rename: `path` is either the old file or the complete new one. A failure
-    (disk full) removes the temp file and is a HandclrError naming `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HandclrError(f"writing {path}: {exc.strerror or exc} (the previous version, if any, is "
-                           f"unchanged; re-run once fixed)") from exc
 
 
 @contextmanager

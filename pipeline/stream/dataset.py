@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.augment.cv2_exec import single_threaded
 from pipeline.errors import SkipError, StreamError
 from pipeline.stream.batch import BatchBuilder, unpack
 from pipeline.stream.config import StreamConfig
@@ -70,8 +69,6 @@ class HandStream(IterableDataset):
         """Reads the epoch and any resume state now (not lazily), so the caller may clear them right after."""
         info = get_worker_info()
         workers, torch_worker = (info.num_workers, info.id) if info else (1, 0)
-        if info is not None:
-            single_threaded()
         epoch = self.epoch
         resume = self._resume if self._resume is not None and self._resume["epoch"] == epoch else None
         self._resume = None

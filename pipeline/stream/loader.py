@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline.augment.cv2_exec import single_threaded
 from pipeline.errors import StreamError
 from pipeline.stream.batch import unpack
 from pipeline.stream.dataset import HandStream
@@ -99,6 +100,7 @@ class StreamLoader:
             raise ValueError(f"hold must be >= 1, got {hold}")
         self.dataset = dataset
         dataset.ring = ring_size(num_workers, prefetch_factor, hold) if reuse_buffers else 0
+        single_threaded()  # here, before workers fork: cv2 reconfigured inside a forked child can deadlock
         self.num_workers = num_workers
         self._loader_args = dict(prefetch_factor=prefetch_factor if num_workers else None, timeout=timeout,
                                  worker_init_fn=worker_init_fn,
