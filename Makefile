@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARD_WORKERS ?= 2
 
-.PHONY: install lint test shards bench pretrain-smoke clean
+.PHONY: install lint test shards bench pretrain-smoke finetune-smoke clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ shards: install
 	$(BIN)/handclr sample-data --out shards/sample-data
 	$(BIN)/handclr shard --recipe shards/sample.yaml --root shards/sample-data --out shards/sample --workers $(SHARD_WORKERS)
 	$(BIN)/handclr verify shards/sample --deep
+	$(BIN)/handclr shard --recipe shards/freihand_eval.yaml --root shards/sample-data/freihand --out shards/sample-eval \
+		--workers $(SHARD_WORKERS)
+	$(BIN)/handclr verify shards/sample-eval --deep
 
 pretrain-smoke: shards
 	rm -rf runs/smoke
@@ -32,10 +35,16 @@ pretrain-smoke: shards
 	$(BIN)/python launch/pretrain.py --config launch/configs/smoke.yaml --set checkpoint.dir=runs/smoke \
 		--set schedule.max_steps=24 --resume latest
 
+finetune-smoke: pretrain-smoke
+	rm -rf runs/finetune_smoke
+	$(BIN)/python launch/finetune.py --config launch/configs/finetune_smoke.yaml
+	$(BIN)/python launch/evaluate.py --run runs/finetune_smoke --data shards/sample-eval --dataset freihand \
+		--out runs/finetune_smoke/evaluation
+
 bench: install
 	$(BIN)/python -m benchmarks.sharding
 	$(BIN)/python -m benchmarks.stream
 	$(BIN)/python -m benchmarks.train_step
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-data benchmarks/results runs
+	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-eval shards/sample-data benchmarks/results runs

@@ -1,4 +1,4 @@
-"""`handclr` command line: sample-data, shard, verify, inspect."""
+"""`handclr` command line: sample-data, shard, verify, inspect, mano-check, evaluate."""
 
 from __future__ import annotations
 
@@ -132,6 +132,18 @@ def _mano_zero_pose_extent(model: dict, tips: str) -> list[float]:
     return (joints.max(dim=0).values - joints.min(dim=0).values).tolist()
 
 
+@_user_paths
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.run import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, args.dataset, args.out or Path(args.run) / "evaluation", args.weights,
+                           args.split, args.max_items, args.device)
+    shown = ("pa_mpjpe", "pa_mpvpe", "ra_mpjpe", "ra_mpvpe", "f5_pa", "f15_pa", "auc_pa_mpjpe_0_50", "epe_2d_px")
+    print(" ".join(f"{k}={metrics[k]:.4g}" for k in shown if k in metrics))
+    print(f"wrote results.json, report.md and plots to {args.out or Path(args.run) / 'evaluation'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handclr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -174,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="MANO_RIGHT.pkl or MANO_LEFT.pkl (v1.2)")
     p.add_argument("--tips", help="fingertip vertex ids: freihand (default), manopth or ho3d")
     p.set_defaults(func=cmd_mano_check)
+
+    p = sub.add_parser("evaluate", help="evaluate a fine-tuning run on labelled shards: metrics, report, plots")
+    p.add_argument("--run", required=True, help="the fine-tuning run directory (its config.yaml and weights)")
+    p.add_argument("--data", required=True, help="a shard-set directory or shard URLs")
+    p.add_argument("--dataset", required=True, help="the samples' dataset name (freihand, ho3d, ...)")
+    p.add_argument("--out", help="output folder (default RUN/evaluation)")
+    p.add_argument("--weights", default="best", help="best | last | a .safetensors path")
+    p.add_argument("--split", choices=("all", "train", "val"), default="all")
+    p.add_argument("--max-items", type=int, help="evaluate at most this many frames")
+    p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

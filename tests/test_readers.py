@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
+
 import numpy as np
 import pytest
 
-from pipeline.errors import SkipCounter
+from pipeline.errors import LayoutError, SkipCounter
 from pipeline.sampledata import generate
 from pipeline.sampledata.render import find_mark
 from pipeline.sources import SOURCES
+from pipeline.sources.freihand import json_numbers
 
 
 def _clips(kind: str, root, **options):
@@ -110,3 +115,64 @@ def test_sample_frames_show_the_hand_at_the_labels(sample):
     xyz = np.array(truth["freihand"]["kp3d"][1])
     uv = (K @ xyz[0])[:2] / xyz[0, 2]
     assert np.linalg.norm(find_mark(img) - uv) < 1.0
+
+
+def _split_labels(root, split, **options):
+    clips, _ = _clips("freihand", root, split=split, **options)
+    return clips, [c.frames[0].labels for c in clips]
+
+
+def test_freihand_evaluation_split_with_and_without_ground_truth(sample, tmp_path):
+    """FreiHAND_pub_v2_eval's evaluation_{xyz,verts,mano}.json are read like the training files; without them the
+    split is images and K only."""
+    root, truth = sample
+    gt = truth["freihand"]["evaluation"]
+    clips, labels = _split_labels(root / "freihand", "evaluation")
+    assert len(clips) == gt["n"] and all(c.view == 0 and c.mano_flat_hand_mean is False for c in clips)
+    for i, lab in enumerate(labels):
+        np.testing.assert_allclose(lab.kp3d, gt["kp3d"][i], atol=1e-12)
+        np.testing.assert_allclose(lab.verts, gt["verts"][i], rtol=1e-6, atol=1e-7)  # parsed as float32
+        np.testing.assert_allclose(lab.mano_pose, gt["pose"][i], atol=1e-12)
+        np.testing.assert_allclose(lab.mano_shape, gt["shape"][i], atol=1e-12)
+    bare = tmp_path / "freihand"
+    shutil.copytree(root / "freihand", bare)
+    for name in ("xyz", "verts", "mano"):
+        (bare / f"evaluation_{name}.json").unlink()
+    clips, labels = _split_labels(bare, "evaluation")
+    assert len(clips) == gt["n"] and all(c.mano_flat_hand_mean is None for c in clips)
+    assert all(lab.K is not None and lab.kp3d is None and lab.verts is None and lab.mano_pose is None
+               for lab in labels)
+
+
+def test_freihand_training_vertices_are_the_generators(sample):
+    root, truth = sample
+    _, labels = _split_labels(root / "freihand", "training", versions=[1])
+    assert len(labels) == truth["freihand"]["n"]
+    for i in range(truth["freihand"]["n"]):
+        assert labels[i].verts.dtype == np.float32 and labels[i].verts.shape == (778, 3)
+        np.testing.assert_allclose(labels[i].verts, truth["freihand"]["verts"][i], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_json_numbers_across_chunk_boundaries(chunk):
+    data = [[[0.5, -1e-3, 12.0], [3.25e2, 0, -0.0]], [[1, 2, 3], [4.5, 5, 6]]]
+    text = json.dumps(data, indent=1).encode()
+    values, opened, closed = json_numbers(io.BytesIO(text), chunk)
+    np.testing.assert_array_equal(values, np.array(data, np.float32).ravel())
+    assert opened == closed == 1 + 2 + 4
+
+
+@pytest.mark.parametrize("damage", ["a vertex short", "a string", "truncated"])
+def test_malformed_verts_file_is_a_layout_error_naming_it(sample, tmp_path, damage):
+    root, _ = sample
+    copy = tmp_path / "freihand"
+    shutil.copytree(root / "freihand", copy)
+    path = copy / "training_verts.json"
+    verts = json.loads(path.read_text())
+    if damage == "a vertex short":
+        verts[2] = verts[2][:-1]
+    elif damage == "a string":
+        verts[1][5][0] = "0.1"
+    path.write_text(json.dumps(verts)[:-40] if damage == "truncated" else json.dumps(verts))
+    with pytest.raises(LayoutError, match="training_verts.json"):
+        _clips("freihand", copy)

@@ -75,6 +75,18 @@ def test_stored_labels_are_consistent_with_pixels(sample, stored):
     np.testing.assert_allclose(ho["labels"]["kp3d"][7], truth["ho3d"]["kp3d"][("train_ABF10", 7)], atol=1e-6)
 
 
+def test_sample_json_records_the_mano_convention(stored):
+    """`mano_flat_hand_mean` per clip as its reader set it: HanCo and FreiHAND fits without the mean pose, HO-3D
+    train with it, nothing where there is no MANO label; vertices only where the dataset has them (FreiHAND)."""
+    want = {"hanco": False, "freihand": False, "ho3d-train": True, "ho3d-evaluation": None, "doh100": None}
+    for key, s in stored.items():
+        meta = s["meta"]
+        name = meta["dataset"] if meta["dataset"] != "ho3d" else f"ho3d-{meta['flags']['split']}"
+        assert meta["mano_flat_hand_mean"] is want[name], key
+        has_verts = s["labels"] is not None and "verts" in s["labels"]
+        assert has_verts == (meta["dataset"] == "freihand"), key
+
+
 def test_ho3d_crop_geometry_and_unlabelled_frame(sample, stored):
     _, truth = sample
     s = stored["ho3d-train_MC1-0-0"]

@@ -87,3 +87,7 @@ class AugmentSpec:
 TEMPCLR = AugmentSpec()
 PECLR = AugmentSpec(GeometrySpec(45.0, (0.6, 2.0), 15.0 / 128.0),
                     AppearanceSpec(noise_p=0.0, sobel_p=0.0, drop_p=0.0, jitter_p=1.0, brightness_p=1.0))
+# Supervised fine-tuning (TempCLR App. §6, PeCLR's ranges): geometry only, rotation ±90°, scale [0.7, 1.3],
+# translation ±0.4 of the image size; every appearance op off (the labels follow the geometry exactly).
+FINETUNE = AugmentSpec(GeometrySpec(90.0, (0.7, 1.3), 0.4),
+                       AppearanceSpec(noise_p=0.0, sobel_p=0.0, drop_p=0.0, jitter_p=0.0, brightness_p=0.0))

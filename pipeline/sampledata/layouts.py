@@ -1,7 +1,9 @@
 """Small but non-trivial copies of the four official dataset layouts (see shared/datasets.md).
 
-Each writer returns the ground truth tests need (frame counts, boxes, 3D joints), computed here from the
-generator's own parameters, not read back through the project's readers.
+Each writer returns the ground truth tests need (frame counts, boxes, 3D joints, MANO parameters, vertices),
+computed here from the generator's own parameters, not read back through the project's readers. The FreiHAND and
+HO-3D hands are poses of one synthetic MANO model (written to `mano/MANO_RIGHT.pkl`) in each dataset's MANO
+convention; HanCo keeps its procedural skeletons (its MANO fits are random numbers, not fits).
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.geometry import MANO_TO_FREIHAND, OPENGL_TO_OPENCV, project
+from pipeline.geometry import MANO_TO_FREIHAND, OPENGL_TO_OPENCV, project, rotate_global_orient
+from pipeline.models.mano_synthetic import synthetic_mano_arrays, write_synthetic_mano
+from pipeline.sampledata.posing import HandModel, Hands, clip_params, random_params
 from pipeline.sampledata.render import draw_hand, hand_skeleton, rotation, texture
 from pipeline.sources.boxes import box_from_keypoints
+
+MANO_FILE = "mano/MANO_RIGHT.pkl"  # the synthetic model every labelled FreiHAND and HO-3D hand is posed with
+FREIHAND_ROOT = 9  # keypoint (middle MCP) that FreiHAND's MANO uv / scale place (toolkit: HandModel.pose_by_root)
 
 
 def _jpeg(path: Path, rgb: np.ndarray, quality: int = 92) -> None:
@@ -86,52 +93,79 @@ def hanco(root: Path, rng: np.random.Generator, sequences: int = 2, frames: int 
     return truth
 
 
-def _ho3d_meta_train(cam_cv: np.ndarray, K: np.ndarray, rng) -> dict:
-    ho3d_order = np.empty_like(cam_cv)
-    ho3d_order[MANO_TO_FREIHAND] = cam_cv
+def _model(model: HandModel | None) -> HandModel:
+    return model if model is not None else HandModel(synthetic_mano_arrays())
+
+
+def _drift(frames: int, phase: float) -> np.ndarray:
+    """[frames, 3] smooth wandering of a clip's hand, metres."""
+    t = np.arange(frames)[:, None]
+    return np.array([0.03, 0.02, 0.02]) * np.sin(np.array([0.3, 0.2, 0.25]) * t + np.array([phase, 1.0, 2.0]))
+
+
+def _ho3d_clip(model: HandModel, rng, frames: int, centre, phase: float) -> Hands:
+    """One HO-3D hand over a clip: MANO with flat_hand_mean=True and HO-3D's fingertip vertices."""
+    pose, shape = clip_params(rng, frames)
+    return model.place(pose, shape, np.asarray(centre) + _drift(frames, phase), flat_hand_mean=True, tips="ho3d")
+
+
+def _ho3d_meta_train(hands: Hands, i: int, K: np.ndarray) -> dict:
+    """HO-3D's meta for frame i: OpenGL axes (F = diag(1, -1, -1)), HO-3D joint order. MANO(handPose, handBeta,
+    handTrans) = F MANO(pose, shape, trans) needs handPose's global orientation F R and handTrans = F (j0 + trans)
+    - j0, since MANO rotates about its rest wrist j0 (the posed wrist minus trans)."""
+    ho3d_order = np.empty_like(hands.joints[i])
+    ho3d_order[MANO_TO_FREIHAND] = hands.joints[i]
+    wrist = hands.joints[i, 0]
     return {"handJoints3D": (ho3d_order @ OPENGL_TO_OPENCV).astype(np.float32),
-            "handPose": rng.normal(0, 0.2, 48).astype(np.float32), "handBeta": rng.normal(0, 1, 10).astype(np.float32),
-            "handTrans": np.array([0.0, 0.0, -0.5], np.float32), "camMat": K.astype(np.float32),
-            "objRot": np.zeros(3, np.float32), "objTrans": np.zeros(3, np.float32), "objName": "003_cracker_box",
-            "objCorners3D": np.zeros((8, 3), np.float32), "objLabel": 1}
+            "handPose": rotate_global_orient(hands.pose[i], OPENGL_TO_OPENCV).astype(np.float32),
+            "handBeta": hands.shape[i].astype(np.float32),
+            "handTrans": (OPENGL_TO_OPENCV @ wrist - (wrist - hands.trans[i])).astype(np.float32),
+            "camMat": K.astype(np.float32), "objRot": np.zeros(3, np.float32), "objTrans": np.zeros(3, np.float32),
+            "objName": "003_cracker_box", "objCorners3D": np.zeros((8, 3), np.float32), "objLabel": 1}
 
 
-def ho3d(root: Path, rng: np.random.Generator, version: int = 3, frames: int = 20, eval_frames: int = 10) -> dict:
+def _pickle(path: Path, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def ho3d(root: Path, rng: np.random.Generator, version: int = 3, frames: int = 20, eval_frames: int = 10,
+         model: HandModel | None = None) -> dict:
     """train/{ABF10,MC1} with meta pickles (MC1/0005 unannotated), evaluation/SM1 with handBoundingBox."""
+    model = _model(model)
     ext = ".jpg" if version == 3 else ".png"
     write = _jpeg if version == 3 else _png
     K = np.array([[615.0, 0, 320.0], [0, 615.0, 240.0], [0, 0, 1]])
-    truth = {"frames": {}, "boxes": {}, "kp3d": {}, "unlabelled": ["MC1/0005"]}
+    truth = {"frames": {}, "boxes": {}, "kp3d": {}, "mano": {}, "unlabelled": ["MC1/0005"]}
     listed = []
     for s, seq in enumerate(["ABF10", "MC1"]):
         truth["frames"][f"train_{seq}"] = frames
+        hands = _ho3d_clip(model, rng, frames, (0.02 * s, 0.0, 0.5), s)
         for i in range(frames):
-            cam = _hand_at(i, np.array([0.02 * s, 0.0, 0.5]), s)
-            uv = project(K, cam)
+            uv = project(K, hands.joints[i])
             box = box_from_keypoints(uv, 640, 480)
             write(root / "train" / seq / "rgb" / f"{i:04d}{ext}", _frame_image(rng, 480, 640, uv, box))
             _png(root / "train" / seq / "depth" / f"{i:04d}.png", np.zeros((8, 8, 3), np.uint8))
-            meta = _ho3d_meta_train(cam, K, rng)
+            meta = _ho3d_meta_train(hands, i, K)
             if f"{seq}/{i:04d}" in truth["unlabelled"]:
                 meta = {k: None for k in meta}
             else:
                 listed.append(f"{seq}/{i:04d}")
-                truth["kp3d"][(f"train_{seq}", i)] = cam
+                truth["kp3d"][(f"train_{seq}", i)] = hands.joints[i]
+                truth["mano"][(f"train_{seq}", i)] = (hands.pose[i], hands.shape[i])
             truth["boxes"][(f"train_{seq}", i)] = box
-            (root / "train" / seq / "meta").mkdir(parents=True, exist_ok=True)
-            (root / "train" / seq / "meta" / f"{i:04d}.pkl").write_bytes(pickle.dumps(meta, protocol=2))
+            _pickle(root / "train" / seq / "meta" / f"{i:04d}.pkl", meta)
     (root / "train.txt").write_text("\n".join(listed) + "\n")
     eval_listed = []
     truth["frames"]["evaluation_SM1"] = eval_frames
+    hands = _ho3d_clip(model, rng, eval_frames, (0.0, 0.02, 0.55), 2.0)
     for i in range(eval_frames):
-        cam = _hand_at(i, np.array([0.0, 0.02, 0.55]), 2.0)
-        uv = project(K, cam)
+        uv = project(K, hands.joints[i])
         box = box_from_keypoints(uv, 640, 480, 1.3)
         write(root / "evaluation" / "SM1" / "rgb" / f"{i:04d}{ext}", _frame_image(rng, 480, 640, uv, box))
-        meta = {"handJoints3D": (cam[0] @ OPENGL_TO_OPENCV).astype(np.float32),
-                "handBoundingBox": np.array(box, np.float32), "camMat": K.astype(np.float32), "objName": "x"}
-        (root / "evaluation" / "SM1" / "meta").mkdir(parents=True, exist_ok=True)
-        (root / "evaluation" / "SM1" / "meta" / f"{i:04d}.pkl").write_bytes(pickle.dumps(meta, protocol=2))
+        _pickle(root / "evaluation" / "SM1" / "meta" / f"{i:04d}.pkl",
+                {"handJoints3D": (hands.joints[i, 0] @ OPENGL_TO_OPENCV).astype(np.float32),
+                 "handBoundingBox": np.array(box, np.float32), "camMat": K.astype(np.float32), "objName": "x"})
         truth["boxes"][("evaluation_SM1", i)] = box
         eval_listed.append(f"SM1/{i:04d}")
     (root / "evaluation.txt").write_text("\n".join(eval_listed) + "\n")
@@ -233,33 +267,60 @@ def _video(root: Path, rng, n: int, fps: float, W: int, H: int) -> dict:
     return {"video_boxes": boxes, "right_gap": sorted(right_gap), "left_gap": sorted(left_gap)}
 
 
-def freihand(root: Path, rng: np.random.Generator, n: int = 5, eval_n: int = 3) -> dict:
-    """training/rgb (4 background versions), training_{K,xyz,mano,verts,scale}.json, evaluation/rgb."""
-    Ks, xyzs, manos = [], [], []
+def _freihand_mano(hands: Hands, Ks: np.ndarray) -> list:
+    """[[pose 48, shape 10, uv 2, scale 1]] per sample. As the FreiHAND toolkit reads them (utils/model.py:
+    recover_root, pose_by_root), uv is the pixel of keypoint FREIHAND_ROOT and scale = focal / its depth with
+    focal = (fx + fy) / 2; back-projecting uv at that depth gives xyz[FREIHAND_ROOT], where the toolkit puts the
+    mesh's keypoint FREIHAND_ROOT: that is the translation (exact here, fx = fy)."""
+    root = hands.joints[:, FREIHAND_ROOT]
+    entries = []
+    for i, K in enumerate(Ks):
+        uv = project(K, root[i:i + 1])[0]
+        scale = 0.5 * (K[0, 0] + K[1, 1]) / root[i, 2]
+        entries.append([[*hands.pose[i], *hands.shape[i], *uv, scale]])
+    return entries
+
+
+def _freihand_split(root: Path, rng, model: HandModel, split: str, n: int, versions: int) -> dict:
+    """`<split>/rgb` (`versions` background versions), training masks, `<split>_{K,xyz,verts,mano,scale}.json`."""
+    pose, shape = random_params(rng, n)
+    centres = np.column_stack([rng.uniform(-0.01, 0.01, (n, 2)), rng.uniform(0.47, 0.53, n)])
+    hands = model.place(pose, shape, centres, flat_hand_mean=False, tips="freihand")
+    focal = 300.0 + 10 * np.arange(n) + (5.0 if split == "evaluation" else 0.0)
+    Ks = np.array([[[f, 0, 112.0], [0, f, 112.0], [0, 0, 1]] for f in focal])
     for i in range(n):
-        K = np.array([[300.0 + 10 * i, 0, 112.0], [0, 300.0 + 10 * i, 112.0], [0, 0, 1]])
-        cam = _hand_at(i * 3.0, np.array([0.0, 0.03, 0.5]), 0.3 * i)
-        uv = project(K, cam)
-        Ks.append(K.tolist())
-        xyzs.append(cam.tolist())
-        manos.append([rng.normal(0, 0.2, 48).tolist() + rng.normal(0, 1, 10).tolist() + uv[9].tolist() + [1.0]])
-        for version in range(4):
-            img = _frame_image(rng, 224, 224, uv, box_from_keypoints(uv, 224, 224, 1.2))
-            _jpeg(root / "training" / "rgb" / f"{i + n * version:08d}.jpg", img)
-            _jpeg(root / "training" / "mask" / f"{i + n * version:08d}.jpg", np.zeros((224, 224, 3), np.uint8))
-    for name, data in (("K", Ks), ("xyz", xyzs), ("mano", manos), ("verts", [[[0.0, 0.0, 0.5]] * 778] * n),
-                       ("scale", [0.03] * n)):
-        _json(root / f"training_{name}.json", data)
-    for i in range(eval_n):
-        _jpeg(root / "evaluation" / "rgb" / f"{i:08d}.jpg", texture(rng, 224, 224))
-    _json(root / "evaluation_K.json", [Ks[0]] * eval_n)
-    _json(root / "evaluation_scale.json", [0.03] * eval_n)
-    return {"n": n, "kp3d": xyzs, "K": Ks}
+        uv = project(Ks[i], hands.joints[i])
+        for version in range(versions):
+            _jpeg(root / split / "rgb" / f"{i + n * version:08d}.jpg",
+                  _frame_image(rng, 224, 224, uv, box_from_keypoints(uv, 224, 224, 1.2)))
+            if split == "training":
+                _jpeg(root / split / "mask" / f"{i + n * version:08d}.jpg", np.zeros((224, 224, 3), np.uint8))
+    # scale.json: the metric length of a reference bone (the toolkit's pred.py); here the middle finger's first bone.
+    bone = np.linalg.norm(hands.joints[:, 10] - hands.joints[:, FREIHAND_ROOT], axis=1)
+    for name, data in (("K", Ks.tolist()), ("xyz", hands.joints.tolist()), ("verts", hands.verts.tolist()),
+                       ("mano", _freihand_mano(hands, Ks)), ("scale", bone.tolist())):
+        _json(root / f"{split}_{name}.json", data)
+    return {"n": n, "kp3d": hands.joints, "verts": hands.verts, "pose": hands.pose, "shape": hands.shape,
+            "trans": hands.trans, "K": Ks}
+
+
+def freihand(root: Path, rng: np.random.Generator, n: int = 5, eval_n: int = 3,
+             model: HandModel | None = None) -> dict:
+    """Training (4 background versions) and evaluation with ground truth (FreiHAND_pub_v2_eval), MANO with
+    flat_hand_mean=False and FreiHAND's fingertip vertices. Training truth at the top level, evaluation under
+    "evaluation"."""
+    model = _model(model)
+    training = _freihand_split(root, rng, model, "training", n, 4)
+    return {**training, "evaluation": _freihand_split(root, rng, model, "evaluation", eval_n, 1)}
 
 
 def generate(out: str | Path, seed: int = 0, ho3d_version: int = 3) -> dict:
-    """Write hanco/, ho3d/, doh100/ and freihand/ under `out`; return the generator's ground truth."""
+    """Write hanco/, ho3d/, doh100/, freihand/ and the MANO model they are posed with (MANO_FILE) under `out`;
+    return the generator's ground truth."""
     out = Path(out)
     rng = np.random.default_rng(seed)
-    return {"hanco": hanco(out / "hanco", rng), "ho3d": ho3d(out / "ho3d", rng, ho3d_version),
-            "doh100": doh100(out / "doh100", rng), "freihand": freihand(out / "freihand", rng)}
+    (out / MANO_FILE).parent.mkdir(parents=True, exist_ok=True)
+    model = HandModel(write_synthetic_mano(out / MANO_FILE, seed))
+    return {"hanco": hanco(out / "hanco", rng), "ho3d": ho3d(out / "ho3d", rng, ho3d_version, model=model),
+            "doh100": doh100(out / "doh100", rng), "freihand": freihand(out / "freihand", rng, model=model),
+            "mano": out / MANO_FILE}

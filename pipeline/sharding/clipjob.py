@@ -30,13 +30,17 @@ from pipeline.sharding.frames import (
     square_crop_region,
 )
 from pipeline.sharding.options import ShardOptions
-from pipeline.sources.base import Clip, Frame, Source
+from pipeline.sources.base import N_VERTS, Clip, Frame, Source
 from pipeline.sources.boxes import box_problem, interpolate_boxes
 from pipeline.sources.doh100 import safe_id
 
 SCHEMA_VERSION = 1
 MAX_CROP_RATIO = 4  # crop side at most this many times the image's longer side (a billion-pixel box is a skip)
-LABEL_FIELDS = {"kp2d": (21, 2), "kp3d": (21, 3), "K": (3, 3), "mano_pose": (48,), "mano_shape": (10,)}
+# Per-frame label arrays of the `labels` member (stored as LABEL_DTYPE, NaN where a frame lacks the field).
+LABEL_FIELDS = {"kp2d": (21, 2), "kp3d": (21, 3), "K": (3, 3), "mano_pose": (48,), "mano_shape": (10,),
+                "verts": (N_VERTS, 3)}
+LABEL_DTYPE = np.float32
+_MIRROR_X = np.array([-1.0, 1.0, 1.0])
 
 
 def stable_hash63(text: str) -> int:
@@ -215,18 +219,15 @@ def _store_frame(clip: Clip, frame: Frame, data: bytes | None, img: np.ndarray |
 def _transform_labels(frame: Frame, T0: np.ndarray, T: np.ndarray, mirror: bool,
                       width: int) -> dict[str, np.ndarray]:
     """Labels in stored-crop terms: 2D by the crop map T, K' = T0 K (then the mirrored camera for left
-    hands, with 3D points and MANO pose mirrored to match)."""
+    hands, with 3D points, vertices and MANO pose mirrored to match)."""
     lab = frame.labels
     out: dict[str, np.ndarray] = {}
-    kp3d = lab.kp3d
     if lab.K is not None:
-        out["K"] = T0 @ lab.K
-        if mirror:
-            out["K"], kp3d = mirror_camera(out["K"], kp3d, width)
-    elif mirror and kp3d is not None:
-        kp3d = kp3d * np.array([-1.0, 1.0, 1.0])
-    if kp3d is not None:
-        out["kp3d"] = kp3d
+        out["K"] = mirror_camera(T0 @ lab.K, None, width)[0] if mirror else T0 @ lab.K
+    for name in ("kp3d", "verts"):  # camera-frame points: the mirrored camera negates x
+        points = getattr(lab, name)
+        if points is not None:
+            out[name] = points * _MIRROR_X if mirror else np.asarray(points)
     if lab.kp2d is not None:
         out["kp2d"] = apply_points(T, lab.kp2d)
     if lab.mano_pose is not None:
@@ -250,7 +251,7 @@ def pack_labels(frames: list[StoredFrame]) -> bytes | None:
         return None
     arrays = {"labelled": np.array([bool(f.labels) for f in frames])}
     for name in present:
-        arr = np.full((len(frames),) + LABEL_FIELDS[name], np.nan, dtype=np.float32)
+        arr = np.full((len(frames),) + LABEL_FIELDS[name], np.nan, dtype=LABEL_DTYPE)
         for i, f in enumerate(frames):
             if name in f.labels:
                 arr[i] = f.labels[name]

@@ -9,6 +9,7 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import simplejpeg
 
 from pipeline.errors import HandclrError
@@ -54,8 +55,23 @@ def _tiling_problems(key: str, frames: dict, jpgs: bytes) -> list[str]:
     return []
 
 
-def _decode_problems(key: str, frames: dict, members: dict[str, bytes]) -> list[str]:
-    """Deep check: every frame decodes at its recorded size, label arrays have one entry per frame."""
+def _label_problems(key: str, meta: dict, labels: dict) -> list[str]:
+    """Label arrays have one entry per frame, and MANO poses come with the convention they were made in
+    (`mano_flat_hand_mean`: the mean pose is added or not, the same numbers are different hands)."""
+    n = len(meta["frames"]["offset"])
+    bad = [k for k, v in labels.items() if v.shape[:1] != (n,)]
+    problems = [f"{key}: label arrays {bad} do not have one entry per frame"] if bad else []
+    pose = labels.get("mano_pose")
+    posed = pose is not None and pose.dtype.kind == "f" and not np.isnan(pose).all()
+    if posed and not isinstance(meta.get("mano_flat_hand_mean"), bool):
+        problems.append(f"{key}: MANO poses without a recorded mano_flat_hand_mean "
+                        f"({meta.get('mano_flat_hand_mean')!r})")
+    return problems
+
+
+def _decode_problems(key: str, meta: dict, members: dict[str, bytes]) -> list[str]:
+    """Deep check: every frame decodes at its recorded size, the labels are consistent (_label_problems)."""
+    frames = meta["frames"]
     problems, jpgs, sizes = [], members.get("jpgs", b""), frames.get("size") or []
     for i, (o, n) in enumerate(zip(frames["offset"], frames["length"], strict=True)):
         size = sizes[i] if i < len(sizes) else None
@@ -67,11 +83,10 @@ def _decode_problems(key: str, frames: dict, members: dict[str, bytes]) -> list[
             problems.append(f"{key}: frame {i} does not decode ({exc})")
     if "labels" in members:
         try:
-            bad = [k for k, v in unpack_labels(members["labels"]).items() if len(v) != len(frames["offset"])]
-            if bad:
-                problems.append(f"{key}: label arrays {bad} do not have one entry per frame")
+            labels = unpack_labels(members["labels"])
         except Exception as exc:  # any decompression or npz error is a finding, not a crash
-            problems.append(f"{key}: labels member does not decode ({exc!r})")
+            return problems + [f"{key}: labels member does not decode ({exc!r})"]
+        problems += _label_problems(key, meta, labels)
     return problems
 
 
@@ -88,7 +103,7 @@ def _check_sample(key: str, members: dict[str, bytes], row: dict, deep: bool) ->
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         return problems + [f"{key}: json member missing or malformed ({exc!r})"]
     if deep and not tiling:
-        problems += _decode_problems(key, meta["frames"], members)
+        problems += _decode_problems(key, meta, members)
     return problems
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pipeline.sources.options import NoOptions
 from pipeline.typedconfig import load
 
 Box = tuple[float, float, float, float]
+N_VERTS = 778  # MANO mesh vertices (pipeline.models.mano has the model; readers need only the count)
 # Frame numbers are ASCII digits only: `int()` and `str.isdigit()` also accept other scripts' digits
 # ('٣' is 3), so a renamed copy could pose as another frame; 12 digits keep indices well inside int64.
 _ASCII_NUMBER = re.compile(r"[0-9]{1,12}")
@@ -41,9 +42,10 @@ class Labels:
     kp2d: np.ndarray | None = None  # 21x2 source pixels (pixel centres at integers)
     mano_pose: np.ndarray | None = None  # 48 axis-angle
     mano_shape: np.ndarray | None = None  # 10
+    verts: np.ndarray | None = None  # N_VERTS x 3 MANO mesh vertices, metres, camera frame (as kp3d)
 
     def empty(self) -> bool:
-        return all(getattr(self, n) is None for n in ("K", "kp3d", "kp2d", "mano_pose", "mano_shape"))
+        return all(getattr(self, f.name) is None for f in fields(self))
 
 
 @dataclass

@@ -38,6 +38,7 @@ VIDEO = FileKind("video", 64 * 1024 * MiB)  # only checked here; decord reads it
 LIST = FileKind("list", 256 * MiB, allow_empty=True)  # train.txt, ImageSets lists, the 100DOH video table
 TABLE = FileKind("table", 8 * 1024 * MiB, allow_empty=True)  # streamed, never read whole: boxes.csv, Parquet
 LAYOUT_JSON = FileKind("layout_json", 512 * MiB)  # meta.json, FreiHAND training_*.json, 100DOH releases
+VERTS_JSON = FileKind("verts_json", 8 * 1024 * MiB)  # FreiHAND *_verts.json (~1.5 GB for training), read in chunks
 
 _ERRNO_REASONS = {errno.ENOENT: ("missing", "missing"), errno.ENOTDIR: ("missing", "missing (a parent is a file)"),
                   errno.EACCES: ("permission_denied", "permission denied"),

@@ -82,9 +82,10 @@ class HO3D(Source):
                         source_id=f"{split}/{seq}/rgb/{name}", index=index, image=str(rgb / name),
                         annotation=str(split_dir / seq / "meta" / f"{stem}.pkl") if labelled else None,
                         flags={"labelled": labelled}))
-                if frames:
+                if frames:  # evaluation meta holds no MANO fit: no convention to record
                     yield Clip(self.dataset, f"{split}_{seq}", 0, "right", fps, frames,
-                               flags={"split": split, "version": version}, mano_flat_hand_mean=True)
+                               flags={"split": split, "version": version},
+                               mano_flat_hand_mean=True if split == "train" else None)
 
     def annotate(self, clip: Clip, frame: Frame) -> None:
         if frame.annotation is None:

@@ -12,12 +12,16 @@ import torch
 
 from pipeline.augment.colour import APPEARANCE_SIZE
 from pipeline.augment.cv2_exec import warp_frame
+from pipeline.augment.labels import transform_labels
 from pipeline.augment.params import GEOMETRY_SIZE
 from pipeline.errors import SkipError
+from pipeline.sharding.clipjob import LABEL_FIELDS
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.items import Item
 
 ALIGN = 64  # field alignment inside the batch buffer
+# Finetune-mode label fields and their per-view shapes (docs/design.md §3); a field a shard lacks is NaN.
+FINETUNE_LABELS = {name: LABEL_FIELDS[name] for name in ("kp2d", "kp3d", "K", "mano_pose", "mano_shape", "verts")}
 
 
 def decode_into(data: memoryview, size: tuple[int, int], dst: np.ndarray, offset: tuple[int, int], fill: int,
@@ -82,7 +86,10 @@ class BatchBuilder:
             ("frame", (b, v), torch.int64), ("position", (b, v), torch.int64), ("offset", (b, v), torch.int64),
             ("time", (b, v), torch.float64), ("role", (b, v), torch.int8), ("window", (b,), torch.int64),
         ]
-        if self.cfg.labels:
+        if self.cfg.mode == "finetune":
+            fields += [("labelled", (b, v), torch.bool), ("flat_hand_mean", (b,), torch.int8)]
+            fields += [(name, (b, v, *shape), torch.float32) for name, shape in FINETUNE_LABELS.items()]
+        elif self.cfg.labels:
             fields += [("labelled", (b, v), torch.bool), ("kp2d", (b, v, 21, 2), torch.float32),
                        ("kp3d", (b, v, 21, 3), torch.float32), ("K", (b, v, 3, 3), torch.float32)]
         out, offset = [], 0
@@ -130,7 +137,9 @@ class BatchBuilder:
         arrays["time"][b] = clip.time[item.positions]
         arrays["role"][b] = item.roles
         arrays["window"][b] = item.window
-        if self.cfg.labels:
+        if self.cfg.mode == "finetune":
+            self._finetune_labels(arrays, b, item)
+        elif self.cfg.labels:
             self._labels(arrays, b, item)
 
     def _labels(self, arrays: dict[str, np.ndarray], b: int, item: Item) -> None:
@@ -143,13 +152,40 @@ class BatchBuilder:
             return
         for v, p in enumerate(item.positions):
             arrays["labelled"][b, v] = labels["labelled"][p]
-            ox, oy = item.slot_xy[v]
-            if "kp3d" in labels:
-                arrays["kp3d"][b, v] = labels["kp3d"][p]
-            if "K" in labels:
-                arrays["K"][b, v] = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy], [0.0, 0.0, 1.0]]) @ labels["K"][p]
-            if "kp2d" in labels:
-                arrays["kp2d"][b, v] = labels["kp2d"][p] + np.array([ox, oy])
+            for name, value in slot_labels(labels, p, item.slot_xy[v], ("kp2d", "kp3d", "K")).items():
+                arrays[name][b, v] = value
+
+    def _finetune_labels(self, arrays: dict[str, np.ndarray], b: int, item: Item) -> None:
+        """Row b's labels in slot pixels, NaN where the shards lack a field (`finish` applies the augmentation).
+        Items come from labelled frames only."""
+        labels = item.clip.labels
+        arrays["flat_hand_mean"][b] = item.clip.flat_hand_mean
+        for v, p in enumerate(item.positions):
+            arrays["labelled"][b, v] = labels["labelled"][p]
+            view = slot_labels(labels, p, item.slot_xy[v], FINETUNE_LABELS)
+            for name in FINETUNE_LABELS:
+                arrays[name][b, v] = view.get(name, np.nan)
+
+    def finish(self, arrays: dict[str, np.ndarray]) -> None:
+        """Once a batch is full: in finetune mode, move every view's labels through its geometric augmentation
+        (pipeline/augment/labels.py) in one batched call, from the batch's own float32 affine and angle, i.e. the
+        numbers the device-side warp reads."""
+        if self.cfg.mode != "finetune":
+            return
+        views = transform_labels({name: arrays[name] for name in FINETUNE_LABELS}, arrays["affine"],
+                                 arrays["geometry"][..., 0])
+        for name, value in views.items():
+            arrays[name][...] = value
+
+
+def slot_labels(labels: dict[str, np.ndarray], p: int, slot_xy: np.ndarray, names) -> dict[str, np.ndarray]:
+    """Frame p's stored label fields among `names` with 2D and K moved from stored-crop to slot pixels (the crop
+    sits at slot_xy in its slot). Only fields of LABEL_FIELDS, whose shapes parsing checked, are read."""
+    ox, oy = slot_xy
+    shift = {"kp2d": lambda x: x + np.array([ox, oy]),
+             "K": lambda x: np.array([[1.0, 0.0, ox], [0.0, 1.0, oy], [0.0, 0.0, 1.0]]) @ x}
+    return {name: shift.get(name, lambda x: x)(labels[name][p])
+            for name in names if name in labels and name in LABEL_FIELDS}
 
 
 def unpack(batch: dict) -> dict:

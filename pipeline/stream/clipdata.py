@@ -4,23 +4,25 @@ Whatever bytes a sample holds, parsing either returns a clip that the sampler, t
 builder can use without raising, or raises SkipError with the counter's reason: `unsupported_schema`,
 `corrupt_sample` (members, metadata, ids, boxes, fill value, frame byte ranges), `frame_exceeds_slot`,
 `corrupt_labels` and `labels_too_large` (labels decompress to at most LABEL_BYTES_BASE + LABEL_BYTES_PER_FRAME
-per frame; the sharder writes about 0.7 KiB per frame).
+per frame: every field of the shard format in its dtype, about 9.8 KiB per frame with the mesh vertices).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import zstandard
 
 from pipeline.errors import SkipError
-from pipeline.sharding.clipjob import LABEL_FIELDS, SCHEMA_VERSION, stable_hash63
+from pipeline.sharding.clipjob import LABEL_DTYPE, LABEL_FIELDS, SCHEMA_VERSION, stable_hash63
 
-LABEL_BYTES_BASE = 64 << 10
-LABEL_BYTES_PER_FRAME = 4 << 10
+LABEL_BYTES_BASE = 64 << 10  # npy headers and the zip directory, whatever the frame count
+# All LABEL_FIELDS plus the `labelled` flag: derived from the format, so a new field raises the bound with it.
+LABEL_BYTES_PER_FRAME = 1 + np.dtype(LABEL_DTYPE).itemsize * sum(math.prod(s) for s in LABEL_FIELDS.values())
 SEED_LIMIT = 2**63  # aug_seed is a 63-bit integer
 MAX_FPS = 1e6  # beyond any camera; larger rates overflow the default window round(fps / 2) in NumPy
 
@@ -51,6 +53,8 @@ class ClipSample:
     labels_blob: bytes | None
     clip_id: int
     labels: dict[str, np.ndarray] | None = None  # set by load_labels()
+    sequence: str | None = None  # source sequence id (the splits hash it); None when the metadata has none
+    flat_hand_mean: int = -1  # MANO pose convention of the labels (`mano_flat_hand_mean`): 1, 0, -1 unknown
 
     @property
     def n(self) -> int:
@@ -104,7 +108,10 @@ def _clip(meta: dict, sample: dict, key: str, url: str, where: str) -> ClipSampl
             np.asarray(fr["size"], dtype=np.int64).reshape(-1, 2),
             np.asarray(fr["hand_box"], dtype=np.float64).reshape(-1, 4), np.asarray(fr["index"], dtype=np.int64),
             np.asarray([np.nan if t is None else t for t in fr["time"]], dtype=np.float64),
-            sample.get("labels"), clip_id(key))
+            sample.get("labels"), clip_id(key),
+            sequence=None if meta.get("sequence") is None else str(meta["sequence"]),
+            flat_hand_mean=int(meta["mano_flat_hand_mean"]) if isinstance(meta.get("mano_flat_hand_mean"), bool)
+            else -1)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise SkipError("corrupt_sample", f"{where}: unreadable metadata ({type(exc).__name__}: {exc})") from exc
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.augment.params import PECLR, TEMPCLR, AugmentSpec
+from pipeline.augment.params import FINETUNE, PECLR, TEMPCLR, AugmentSpec
 from pipeline.errors import ConfigError
 from pipeline.stream.sampling import NEGATIVE_LAWS, POSITIVE_LAWS
-from pipeline.typedconfig import NonNegativeInt, PositiveInt, check, ranged
+from pipeline.typedconfig import NonNegativeInt, PositiveInt, Probability, check, ranged
 
-MODES = ("tempclr", "peclr", "simclr", "sequence")
+# finetune: one labelled frame per item (V = 1), geometric augmentation applied to image and labels alike.
+MODES = ("tempclr", "peclr", "simclr", "sequence", "finetune")
 # TempCLR: "about half the frame rate" — 15 frames for HO-3D and 100DOH, 5 for HanCo.
 DEFAULT_WINDOWS = {"hanco": 5, "ho3d": 15, "doh100": 15}
 Weight = ranged(float, gt=0, le=1e6)
@@ -52,7 +53,8 @@ class StreamConfig:
     negatives: NonNegativeInt = 2
     positive_law: Literal[POSITIVE_LAWS] = "linear"
     negative_law: Literal[NEGATIVE_LAWS] = "distance"
-    items_per_sample: PositiveInt = 1  # anchors (tempclr), frames (peclr/simclr) or sequences per clip sample
+    items_per_sample: PositiveInt = 1  # per clip sample: anchors (tempclr), frames (peclr/simclr, labelled ones for
+    # finetune, at most all of them) or sequences
     sequence_length: PositiveInt = 3
     sequence_interval: PositiveInt = 3
     augment: AugmentSpec = field(default_factory=lambda: TEMPCLR)
@@ -60,8 +62,14 @@ class StreamConfig:
     decoder: Literal["simplejpeg", "cv2"] = "simplejpeg"
     interleave: PositiveInt = 4  # shards read concurrently per dataset stream (decorrelates consecutive items)
     items_per_epoch: PositiveInt | None = None  # all ranks together; default: what the manifests imply
-    labels: bool = False
+    labels: bool = False  # always True in finetune mode
     read_timeout: ranged(float, ge=0) = 0.0  # s a shard read may wait for data, else the shard is skipped (0: none)
+    # Held-out validation and semi-supervised label subsets (pipeline/stream/splits.py): whole sequences go to
+    # "val" by a stable hash; label_fraction keeps that share of each sequence's frames labelled.
+    split: Literal["all", "train", "val"] = "all"
+    val_fraction: Probability = 0.1
+    label_fraction: ranged(float, gt=0, le=1) = 1.0
+    split_seed: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "datasets", tuple(self.datasets))
@@ -70,6 +78,10 @@ class StreamConfig:
             raise ConfigError("stream config: no datasets")
         if len({d.name for d in self.datasets}) != len(self.datasets):
             raise ConfigError(f"stream config: dataset names must be unique, got {[d.name for d in self.datasets]}")
+        if (self.split == "val" and self.val_fraction == 0) or (self.split == "train" and self.val_fraction == 1):
+            raise ConfigError(f"stream config: split {self.split!r} is empty with val_fraction {self.val_fraction}")
+        if self.mode == "finetune":
+            object.__setattr__(self, "labels", True)  # items are drawn from labelled frames only
 
     @property
     def views(self) -> int:
@@ -77,7 +89,7 @@ class StreamConfig:
             return 1 + self.positives + self.negatives
         if self.mode == "sequence":
             return self.sequence_length
-        return 2
+        return 1 if self.mode == "finetune" else 2
 
     @property
     def time_coherent(self) -> bool:
@@ -98,4 +110,6 @@ class StreamConfig:
 
 
 def preset_augment(mode: str) -> AugmentSpec:
+    if mode == "finetune":
+        return FINETUNE
     return PECLR if mode in ("peclr", "simclr") else TEMPCLR

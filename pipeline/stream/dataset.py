@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -22,10 +24,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.errors import SkipError, StreamError
 from pipeline.stream.batch import BatchBuilder, unpack
-from pipeline.stream.config import StreamConfig
+from pipeline.stream.config import DatasetSpec, StreamConfig
 from pipeline.stream.order import logical_worker, worker_quota
 from pipeline.stream.reader import DatasetReader
 from pipeline.stream.shardlist import ShardList, resolve
+from pipeline.stream.splits import in_split
 from pipeline.stream.stats import StreamStats
 
 
@@ -34,12 +37,18 @@ class HandStream(IterableDataset):
         if not 0 <= rank < world_size:
             raise StreamError(f"rank {rank} outside world size {world_size}")
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.shards: list[ShardList] = [resolve(d) for d in cfg.datasets]
+        self.shards: list[ShardList] = [resolve(d, self._split_filter(d)) for d in cfg.datasets]
         self.batches_per_epoch = self._epoch_batches()
         self._epoch = mp.Value("q", 0, lock=False)
         self._resume: dict | None = None
         self.ring = 0  # batches each worker cycles through instead of allocating (StreamLoader sets it)
         self._builder: tuple[int, BatchBuilder] | None = None
+
+    def _split_filter(self, spec: DatasetSpec) -> Callable[[str], bool] | None:
+        """keep(sequence) for the configured split (None for "all"): the default epoch length counts its samples."""
+        cfg = self.cfg
+        return None if cfg.split == "all" else partial(in_split, cfg.split, spec.select, val_fraction=cfg.val_fraction,
+                                                        seed=cfg.split_seed)
 
     def _epoch_batches(self) -> int:
         """Batches per rank. A stated items_per_epoch must fill one batch on every rank; the default (what the
@@ -113,6 +122,7 @@ class HandStream(IterableDataset):
                 stats.add(f"items/{cfg.datasets[d].name}")
                 stats.add("frames_decoded", len(item.positions))
                 b += 1
+            builder.finish(arrays)
             produced += 1
             wire["state"] = {"worker": w, "produced": produced, "mixer": mixer.bit_generator.state,
                               "readers": [r.state_dict() for r in readers], "stats": stats.snapshot()}

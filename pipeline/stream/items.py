@@ -23,7 +23,9 @@ from pipeline.stream.config import StreamConfig
 from pipeline.stream.sampling import eligible_anchors, frames_draw, sequence_draw, tempclr_draw
 
 ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, ROLE_VIEW, ROLE_SEQUENCE = 0, 1, 2, 3, 4
-TOO_SHORT = {"tempclr": "too_short_for_negatives", "sequence": "too_short_for_sequence"}
+# Why a clip sample yields no item, per mode (counted as a skip).
+TOO_SHORT = {"tempclr": "too_short_for_negatives", "sequence": "too_short_for_sequence",
+             "finetune": "no_labelled_frames"}
 
 
 @dataclass
@@ -45,10 +47,16 @@ def slot_offsets(clip: ClipSample, positions: np.ndarray, slot: int) -> np.ndarr
     return (slot - clip.sizes[positions][:, ::-1]) // 2
 
 
-def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, n: int, k: int,
+def labelled_positions(clip: ClipSample) -> np.ndarray:
+    """Positions whose frame is labelled (after the label fraction, see reader.py): finetune items' only source."""
+    return np.empty(0, np.int64) if clip.labels is None else np.flatnonzero(clip.labels["labelled"])
+
+
+def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, clip: ClipSample, k: int,
                     anchors: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-    """[(positions, roles, offsets)] for the items of one clip, or None when it is too short."""
-    out = []
+    """[(positions, roles, offsets)] for the items of one clip, or None when it is too short (finetune: when it
+    has no labelled frame)."""
+    out, n = [], clip.n
     if cfg.mode == "tempclr":
         for _ in range(cfg.items_per_sample):
             d = tempclr_draw(rng, n, k, cfg.positives, cfg.negatives, cfg.positive_law, cfg.negative_law, anchors)
@@ -63,6 +71,11 @@ def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, n: int, k: int,
             if pos is None:
                 return None
             out.append((pos, np.full(len(pos), ROLE_SEQUENCE), pos - pos[0]))
+    elif cfg.mode == "finetune":
+        labelled = labelled_positions(clip)
+        for p in labelled[frames_draw(rng, len(labelled), cfg.items_per_sample)]:
+            out.append((np.array([p]), np.full(1, ROLE_VIEW), np.zeros(1, dtype=np.int64)))
+        return out or None
     else:
         for p in frames_draw(rng, n, cfg.items_per_sample):
             out.append((np.array([p, p]), np.full(2, ROLE_VIEW), np.zeros(2, dtype=np.int64)))
@@ -75,7 +88,7 @@ def clip_items(cfg: StreamConfig, clip: ClipSample, k: int, epoch: int, pass_: i
     DatasetReader.whole) must still draw different items."""
     rng = np.random.default_rng([cfg.seed, epoch, pass_, dataset_index, clip.clip_id, *salt])
     anchors = eligible_anchors(clip.n, k, cfg.positives, cfg.negatives) if cfg.mode == "tempclr" else None
-    drawn = _draw_positions(cfg, rng, clip.n, k, anchors)
+    drawn = _draw_positions(cfg, rng, clip, k, anchors)
     if drawn is None:
         return None
     m, v = len(drawn), len(drawn[0][0])

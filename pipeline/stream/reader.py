@@ -12,6 +12,9 @@ consumer nothing. The first time, its share may just hold no usable sample (fewe
 consumers): it then reads every sample of every pass, with its own draws (`whole`), so that every rank still
 fills its batches. A whole pass without a usable item is a StreamError naming the dataset and the skips, raised
 by every consumer after at most two passes: never a spin.
+
+Parsing applies the configured split (a sample outside it is dropped whole, `split_excluded`) and the label
+fraction (frames outside the label subset become unlabelled, `labels_excluded`); see splits.py.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.errors import SkipError, StreamError
+from pipeline.sharding.clipjob import LABEL_FIELDS
 from pipeline.stream.clipdata import ClipSample, parse_sample
 from pipeline.stream.config import DatasetSpec, StreamConfig
 from pipeline.stream.items import TOO_SHORT, Item, clip_items
 from pipeline.stream.order import consumer_positions, keeps_sample, pass_order
 from pipeline.stream.shardlist import ShardList, read_shard
+from pipeline.stream.splits import in_split, label_selected
 from pipeline.stream.stats import StreamStats
 
 WHOLE_PASS_SALT = 0x3A11  # seeds of a consumer reading whole passes: (salt, consumer)
@@ -126,8 +131,12 @@ class DatasetReader:
             if clip.dataset != self.spec.select:
                 return None
             self.stats.add("samples_read")
+            if not self._in_split(clip):
+                self.stats.add("split_excluded")
+                return None
             if self.cfg.labels:
                 clip.load_labels()
+                self._label_fraction(clip)
             k = self.cfg.window(self.spec, clip.fps)
             salt = (WHOLE_PASS_SALT, self.consumer) if self.whole else ()
             items = clip_items(self.cfg, clip, k, self.epoch, slot.pass_, self.d, salt)
@@ -138,6 +147,29 @@ class DatasetReader:
             self.stats.skip(TOO_SHORT.get(self.cfg.mode, "too_short"),
                             f"{clip.url}: sample {clip.key} ({clip.n} frames)")
         return items
+
+    def _in_split(self, clip: ClipSample) -> bool:
+        """Whether the clip's sequence is in the configured split (splits.py); the rule needs its sequence id."""
+        cfg = self.cfg
+        if cfg.split == "all" and cfg.label_fraction == 1:
+            return True
+        if clip.sequence is None:
+            raise SkipError("corrupt_sample", f"{clip.url}: sample {clip.key}: no sequence id in the metadata, so "
+                                              f"neither the split nor the label fraction can place it")
+        return in_split(cfg.split, clip.dataset, clip.sequence, cfg.val_fraction, cfg.split_seed)
+
+    def _label_fraction(self, clip: ClipSample) -> None:
+        """Frames outside the label subset become unlabelled, their label fields NaN so that nothing downstream can
+        use them by mistake (counted as `labels_excluded`)."""
+        if clip.labels is None or self.cfg.label_fraction == 1:
+            return
+        keep = label_selected(clip.dataset, clip.sequence, clip.index, self.cfg.label_fraction, self.cfg.split_seed)
+        drop = clip.labels["labelled"] & ~keep
+        self.stats.add("labels_excluded", int(drop.sum()))
+        clip.labels["labelled"] = clip.labels["labelled"] & keep
+        for name in LABEL_FIELDS.keys() & clip.labels.keys():
+            clip.labels[name] = clip.labels[name].copy()
+            clip.labels[name][drop] = np.nan
 
     def _read(self, slot: Slot) -> bool:
         """Advance the slot to its next sample of this consumer; False at the end of its shard."""

@@ -58,25 +58,30 @@ def _is_local(url: str) -> bool:
     return urlparse(url).scheme in ("", "file") and not url.startswith("pipe:")
 
 
-def _from_directory(path: str, select: str) -> ShardList:
+def _from_directory(path: str, select: str, keep: Callable[[str], bool] | None) -> ShardList:
     if not os.path.exists(os.path.join(path, MANIFEST)) or not os.path.exists(os.path.join(path, SHARDS)):
         raise StreamError(f"{path}: a shard-set directory needs {MANIFEST} and {SHARDS} (is it a handclr shard set?)")
-    rows = pq.read_table(os.path.join(path, MANIFEST), columns=["dataset", "shard", "n_frames"]).to_pylist()
+    rows = pq.read_table(os.path.join(path, MANIFEST), columns=["dataset", "sequence", "shard", "n_frames"]).to_pylist()
     mine = [r for r in rows if r["dataset"] == select]
     if not mine:
         found = sorted({r["dataset"] for r in rows})
         raise StreamError(f"{path}: no samples of dataset {select!r} in the manifest (it has {found})")
+    if keep is not None:
+        mine = [r for r in mine if keep(r["sequence"])]
+        if not mine:
+            raise StreamError(f"{path}: no sequence of dataset {select!r} falls in the configured split")
     order = [r["name"] for r in pq.read_table(os.path.join(path, SHARDS), columns=["name"]).to_pylist()]
     held = {r["shard"] for r in mine}
     urls = tuple(os.path.join(path, name) for name in order if name in held)
     return ShardList(urls, len(mine), sum(r["n_frames"] for r in mine))
 
 
-def resolve(spec: DatasetSpec) -> ShardList:
-    """The shard URLs of one dataset stream, in a rank-independent order."""
+def resolve(spec: DatasetSpec, keep: Callable[[str], bool] | None = None) -> ShardList:
+    """The shard URLs of one dataset stream, in a rank-independent order. `keep(sequence)` restricts a shard-set
+    directory to the samples of a split (shards and counts); URLs are filtered as they are read."""
     entries = [spec.shards] if isinstance(spec.shards, str) else list(spec.shards)
     if len(entries) == 1 and _is_local(entries[0]) and os.path.isdir(entries[0]):
-        return _from_directory(entries[0], spec.select)
+        return _from_directory(entries[0], spec.select, keep)
     urls: list[str] = []
     for entry in entries:
         for url in expand_urls(entry):  # webdataset's own expansion: `::` lists, $WDS_ variables, braces

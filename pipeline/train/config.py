@@ -17,6 +17,8 @@ from pipeline.typedconfig import (
     PositiveFloat,
     PositiveInt,
     apply_override,
+    coerce,
+    hints,
     load,
     ranged,
     read_yaml,
@@ -43,6 +45,23 @@ class ModelConfig:
     compile: bool = False
     sync_bn: bool = False
     frozen_norm: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning a hand reconstructor (task: finetune). Defaults: TempCLR's MANO head (finetune_eval.md §9)."""
+
+    head: Literal["mano", "2p5d"] = "mano"
+    init: str = "random"  # random | imagenet (timm's weights) | PATH of a pre-training run's encoder.safetensors
+    mano_model: str = "mano/MANO_RIGHT.pkl"  # the official right-hand file (never shipped), or sample-data's
+    tips: Literal["freihand", "manopth", "ho3d"] = "freihand"  # fingertip vertex ids of the 21 joints
+    stages: PositiveInt = 3  # iterative regressor stages; the last is penalised
+    hidden: tuple[PositiveInt, ...] = (1024, 1024)
+    refine: bool = False  # 2.5D: root-depth refinement MLP
+    weights: dict[Literal["joints2d", "joints3d", "pose", "betas", "uv", "z_rel", "z_root"],
+                  NonNegativeFloat] = field(default_factory=dict)  # loss weights over the defaults
+    val_every_steps: PositiveInt = 500  # validation on data.split=val, best checkpoint by PA-MPJPE
+    val_items: PositiveInt = 512  # validation frames (at most)
 
 
 @dataclass
@@ -103,19 +122,25 @@ class TrainConfig:
     which the loader fills in; `data.augment` defaults to the objective's preset."""
 
     data: StreamConfig
+    task: Literal["pretrain", "finetune"] = "pretrain"
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    @property
+    def stream_mode(self) -> str:
+        return "finetune" if self.task == "finetune" else self.objective.name
+
     def __post_init__(self) -> None:
-        if self.data.mode != self.objective.name or self.data.batch_size != self.distributed.micro_batch:
+        if self.data.mode != self.stream_mode or self.data.batch_size != self.distributed.micro_batch:
             raise ConfigError(f"data.mode {self.data.mode!r} / data.batch_size {self.data.batch_size} must equal "
-                              f"objective.name {self.objective.name!r} / distributed.micro_batch "
+                              f"the task's stream mode {self.stream_mode!r} / distributed.micro_batch "
                               f"{self.distributed.micro_batch} (load_config fills them in)")
         if self.distributed.micro_batch > self.distributed.effective_batch:
             raise ConfigError(f"distributed.micro_batch {self.distributed.micro_batch} exceeds effective_batch "
@@ -153,14 +178,15 @@ def from_dict(data: dict, where: str = "config") -> TrainConfig:
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {unknown}; known: {sorted(sections)}")
     built = {name: load(sections[name].default_factory, data.get(name), f"{where}.{name}")
-             for name in sections if name != "data"}
+             for name in sections if name not in ("data", "task")}
+    built["task"] = coerce(hints(TrainConfig)["task"], data.get("task", "pretrain"), f"{where}.task")
     raw = data.get("data") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}.data: expected a mapping, got {type(raw).__name__}")
-    for derived, source in zip(DERIVED, ("objective.name", "distributed.micro_batch"), strict=True):
+    for derived, source in zip(DERIVED, ("objective.name / task", "distributed.micro_batch"), strict=True):
         if derived in raw:
             raise ConfigError(f"{where}.data.{derived}: set by {source}, not in the data section")
-    mode = built["objective"].name
+    mode = "finetune" if built["task"] == "finetune" else built["objective"].name
     raw = {**raw, "augment": merged(to_data(preset_augment(mode)), raw.get("augment"))}
     fixed = {"mode": mode, "batch_size": built["distributed"].micro_batch}
     return TrainConfig(data=load(StreamConfig, raw, f"{where}.data", **fixed), **built)

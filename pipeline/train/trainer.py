@@ -30,7 +30,7 @@ from pipeline.train.components.signals import StopFlag
 from pipeline.train.config import TrainConfig
 from pipeline.train.optim import build_optimizer, build_scheduler, scaled_lr
 from pipeline.train.step import StepFns
-from pipeline.train.tasks import PretrainTask
+from pipeline.train.tasks import Task, build_task
 
 log = logging.getLogger("handclr.train")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,14 +63,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def forward_fn(net: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[[dict], torch.Tensor]:
-    """Micro-batch on the device -> embeddings: device-side augmentation in float32, the model under autocast."""
+def forward_fn(net: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+               kwargs: Callable[[dict], dict] = lambda batch: {}) -> Callable[[dict], torch.Tensor]:
+    """Micro-batch on the device -> model output: device-side augmentation in float32, the model under autocast
+    (`kwargs(batch)`: the task's further arguments of the model, e.g. the crop's K)."""
     dtype = DTYPES[cfg.optim.precision]
 
     def forward(batch: dict) -> torch.Tensor:
         x = model_input(batch, cfg.data.out_size, channels_last=cfg.model.channels_last)
         with torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext():
-            return net(x)
+            return net(x, **kwargs(batch))
 
     return forward
 
@@ -98,7 +100,7 @@ def step_values(cfg: TrainConfig, loss: float, grad_norm: float, lr: float, time
             "accumulation": accumulation, "effective_batch": cfg.distributed.effective_batch}
 
 
-def optimiser_step(model, micro: list[dict], cfg: TrainConfig, task, fns: StepFns, optimizer, scaler,
+def optimiser_step(model, micro: list[dict], cfg: TrainConfig, task: Task, fns: StepFns, optimizer, scaler,
                    progress: Progress) -> tuple[float, float, dict]:
     """Gradients of one effective batch, unscale, clip, then step — or skip and count a non-finite step
     (the schedule still advances: a skipped step consumes its data)."""
@@ -136,7 +138,7 @@ def optimiser_step(model, micro: list[dict], cfg: TrainConfig, task, fns: StepFn
 class Trainer:
     """Builds every part from the config on this rank; `train()` runs the steps."""
 
-    def __init__(self, cfg: TrainConfig, task, report_to: str) -> None:
+    def __init__(self, cfg: TrainConfig, task: Task, report_to: str) -> None:
         self.cfg, self.task, self.run_dir = cfg, task, Path(cfg.checkpoint.dir)
         # cpu=True is what makes Accelerate form a gloo group under torchrun / accelerate launch without GPUs
         self.accelerator = acc = Accelerator(cpu=not torch.cuda.is_available(), project_dir=str(self.run_dir),
@@ -150,6 +152,7 @@ class Trainer:
                                                                                self.accumulation)
         torch.manual_seed(cfg.data.seed)  # identical initial weights on every rank
         model = task.build_model()
+        task.to(self.device)
         if cfg.model.sync_bn and self.world > 1:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
@@ -157,13 +160,14 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.optim.precision == "fp16")
         net = acc.prepare_model(model)
-        self.fns = StepFns(forward=forward_fn(torch.compile(net) if cfg.model.compile else net, cfg, self.device),
+        self.fns = StepFns(forward=forward_fn(torch.compile(net) if cfg.model.compile else net, cfg, self.device,
+                                              task.model_kwargs),
                            backward=lambda loss: self.scaler.scale(loss).backward(), no_sync=lambda: acc.no_sync(net))
         self.progress = Progress()
         self.checkpointer = Checkpointer(
             self.run_dir, self.rank, acc.wait_for_everyone, cfg.checkpoint.keep_last,
             shared={"model": model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
-                    "progress": self.progress},
+                    "progress": self.progress, "task": task},
             own={"rng": RNGState(self.device), "stream": self.loader}, extra=lambda: {"config": cfg.to_dict()})
         self.metrics = MetricsLogger(acc, self.run_dir, report_to, cfg.logging.every_steps, cfg.logging.progress,
                                      self.total_steps, 0, task.name)
@@ -205,6 +209,7 @@ class Trainer:
     def train(self) -> Progress:
         progress, stop, stopped = self.progress, StopFlag(), False
         self.metrics.start(self.tracker_config(), self.start_message())
+        self.task.start(self)
         self.model.train()
         while progress.step < self.total_steps and not stopped:
             self.loader.set_epoch(progress.epoch)
@@ -215,6 +220,8 @@ class Trainer:
                     progress.epoch += 1
                     break
                 self.metrics.step(progress.step, values)
+                self.task.after_step(self, last=progress.step == self.total_steps)
+                self.model.train()
                 if stop.agreed(self.device):
                     self.metrics.print(f"stopping at step {progress.step} on a signal; checkpoint "
                                        f"{self.checkpointer.save(progress.step)}")
@@ -230,9 +237,10 @@ class Trainer:
         return progress
 
 
-def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = None, task=None) -> Progress:
+def train(cfg: TrainConfig, resume: str | None = None, report_to: str | None = None,
+          task: Task | None = None) -> Progress:
     """Run `task` (default: the config's pre-training) to the end of its schedule or to a stop signal."""
-    trainer = Trainer(cfg, task or PretrainTask(cfg), report_to or cfg.logging.report_to)
+    trainer = Trainer(cfg, task or build_task(cfg), report_to or cfg.logging.report_to)
     if resume:
         trainer.restore(resume)
     return trainer.train()

@@ -11,9 +11,10 @@ from torch import nn
 from pipeline.models import build_model, export_encoder
 from pipeline.train.config import TrainConfig
 from pipeline.train.step import StepFns, step_gradients
+from pipeline.train.tasks.base import Task
 
 
-class PretrainTask:
+class PretrainTask(Task):
     name = "pretrain"
 
     def __init__(self, cfg: TrainConfig) -> None:

@@ -1,0 +1,93 @@
+"""`handclr evaluate` / launch/evaluate.py: a fine-tuned model (a run's best or last weights) on a labelled shard
+set, every labelled frame once with no augmentation; writes results.json, report.md (next to the papers'
+numbers) and the plots into the output directory."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from pipeline.atomic import atomic_write_text
+from pipeline.errors import ConfigError
+from pipeline.evaluate.metrics import pck_curve
+from pipeline.evaluate.plots import plot_error_vs_time, plot_pck, plot_per_joint
+from pipeline.evaluate.predict import metrics_of, predict
+from pipeline.evaluate.report import markdown_report, write_results
+from pipeline.stream import DatasetSpec
+from pipeline.train.config import TrainConfig, load_config
+from pipeline.train.tasks.finetune import BEST, LAST, FinetuneTask
+
+PUBLISHED_DATASETS = ("freihand", "ho3d")
+
+
+def load_run(run_dir: Path, weights: str) -> tuple[TrainConfig, FinetuneTask, torch.nn.Module, Path]:
+    """The run's saved config, its task and model with `weights`: best | last | a .safetensors path."""
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml (not a fine-tuning run directory)")
+    cfg = load_config(config)
+    if cfg.task != "finetune":
+        raise ConfigError(f"{config}: task is {cfg.task!r}, evaluation needs a fine-tuning run")
+    path = {"best": run_dir / BEST, "last": run_dir / LAST}.get(weights, Path(weights))
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such weights file (the run writes {BEST} at its first validation and "
+                          f"{LAST} at its end)")
+    cfg = replace(cfg, finetune=replace(cfg.finetune, init="random"))
+    task = FinetuneTask(cfg)
+    model = task.build_model()
+    missing, unexpected = model.load_state_dict(safetensors.torch.load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"{path} does not fit the run's model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return cfg, task, model, path
+
+
+def _per_joint_mm(pred: dict, gt: dict) -> np.ndarray:
+    """Root-aligned error per joint (mm), the plot's bars."""
+    p = pred["joints"] - pred["joints"][:, :1]
+    g = gt["joints"] - gt["joints"][:, :1]
+    return np.nanmean(np.linalg.norm(p - g, axis=-1), axis=0) * 1000.0
+
+
+def _plots(pred: dict, gt: dict, out: Path) -> list[Path]:
+    errors = np.linalg.norm((pred["joints"] - pred["joints"][:, :1]) - (gt["joints"] - gt["joints"][:, :1]),
+                            axis=-1) * 1000.0
+    curve = pck_curve(errors[np.isfinite(errors)])
+    per_frame = np.nanmean(errors, axis=1)
+    sequences = {}
+    for clip in np.unique(gt["clip"]):
+        rows = np.flatnonzero(gt["clip"] == clip)
+        rows = rows[np.argsort(gt["frame"][rows])]
+        if len(rows) > 1:
+            sequences[str(clip)] = (gt["frame"][rows], per_frame[rows])
+    paths = [plot_pck({"RA-MPJPE": curve}, out / "pck.png"), plot_per_joint(_per_joint_mm(pred, gt),
+                                                                            out / "per_joint.png")]
+    if sequences:
+        paths.append(plot_error_vs_time(sequences, out / "error_vs_time.png"))
+    return paths
+
+
+def evaluate_run(run_dir: str | Path, data: str, dataset: str, out: str | Path, weights: str = "best",
+                 split: str = "all", max_items: int | None = None, device: str | None = None) -> dict:
+    """Evaluate a fine-tuning run on shard set `data` (its samples of `dataset`); returns the metrics."""
+    run_dir, out = Path(run_dir), Path(out)
+    cfg, task, model, path = load_run(run_dir, weights)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev)
+    task.to(dev)
+    stream = replace(cfg.data, datasets=(DatasetSpec(dataset, data),), split=split,
+                     augment=replace(cfg.data.augment, enabled=False))
+    pred, gt = predict(model, task, stream, dev, max_items)
+    metrics = metrics_of(pred, gt, task.absolute)
+    out.mkdir(parents=True, exist_ok=True)
+    context = {"dataset": dataset, "split": split, "crops": "ground-truth boxes (the shards' crops)",
+               "gt_root": not task.absolute, "gt_scale": task.absolute, "weights": str(path), "data": data,
+               "head": cfg.finetune.head, "backbone": cfg.model.backbone, "frames": int(len(gt["joints"]))}
+    write_results(out / "results.json", metrics, context)
+    if dataset in PUBLISHED_DATASETS:  # the papers publish FreiHAND and HO-3D numbers only
+        atomic_write_text(out / "report.md", markdown_report(metrics, dataset, cfg.finetune.head, context))
+    _plots(pred, gt, out)
+    return metrics
