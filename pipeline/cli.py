@@ -54,7 +54,8 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     from pipeline.sampledata import generate
 
     generate(args.out, seed=args.seed, ho3d_version=args.ho3d_version)
-    print(f"sample datasets written under {args.out}: hanco/ ho3d/ doh100/ freihand/")
+    print(f"sample datasets written under {args.out}: hanco/ ho3d/ doh100/ freihand/, and mano/MANO_RIGHT.pkl "
+          f"(a synthetic stand-in in the official format)")
     return 0
 
 
@@ -137,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluate.run import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.dataset, args.out or Path(args.run) / "evaluation", args.weights,
-                           args.split, args.max_items, args.device)
+                           args.split, args.max_items, args.device, args.ho3d_submission)
     shown = ("pa_mpjpe", "pa_mpvpe", "ra_mpjpe", "ra_mpvpe", "f5_pa", "f15_pa", "auc_pa_mpjpe_0_50", "epe_2d_px")
     print(" ".join(f"{k}={metrics[k]:.4g}" for k in shown if k in metrics))
     print(f"wrote results.json, report.md and plots to {args.out or Path(args.run) / 'evaluation'}")
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("all", "train", "val"), default="all")
     p.add_argument("--max-items", type=int, help="evaluate at most this many frames")
     p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--ho3d-submission", metavar="EVALUATION_TXT",
+                   help="also write HO-3D's challenge pred.json / pred.zip, frames in this evaluation.txt's order")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -5,6 +5,7 @@ covering every labelled frame once, and evaluate writing its results."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,8 @@ def test_the_sweep_covers_every_labelled_frame_once(eval_shards, sample):
                        np.sort(np.asarray(truth["kp3d"]).reshape(len(kp3d), -1), axis=0), atol=1e-6)
 
 
-def test_finetune_then_evaluate_writes_results_report_and_plots(sample_shards, eval_shards, mano_file, tmp_path):
+def test_finetune_then_evaluate_writes_results_report_and_plots(sample, sample_shards, eval_shards, mano_file,
+                                                                 tmp_path):
     run_dir = tmp_path / "run"
     progress = train(_config(sample_shards, mano_file, run_dir))
     assert progress.step == 8
@@ -136,5 +138,12 @@ def test_finetune_then_evaluate_writes_results_report_and_plots(sample_shards, e
     assert "TempCLR Table 2" in (out / "report.md").read_text()
     for png in ("pck.png", "per_joint.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    order = sample[0] / "ho3d" / "evaluation.txt"
+    ho3d = evaluate_run(run_dir, str(sample_shards), "ho3d", tmp_path / "ho3d", ho3d_order=str(order))
+    assert "pa_mpjpe" in ho3d  # the training sequences are labelled; the evaluation ones go to the server
+    with zipfile.ZipFile(tmp_path / "ho3d" / "pred.zip") as z:
+        joints, verts = json.loads(z.read("pred.json"))
+    assert len(joints) == len(verts) == len(order.read_text().split())
+    assert np.asarray(joints).shape[1:] == (21, 3) and np.asarray(verts).shape[1:] == (778, 3)
     with pytest.raises(ConfigError, match="no such weights file"):
         evaluate_run(run_dir, str(eval_shards), "freihand", out, weights=str(tmp_path / "none.safetensors"))

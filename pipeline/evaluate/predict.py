@@ -17,8 +17,8 @@ def _gt(batch: dict) -> dict[str, np.ndarray]:
     labelled = batch["labelled"][:, 0].numpy()
     kp3d = batch["kp3d"][:, 0].double().numpy()
     kp3d[~labelled] = np.nan
-    gt = {"joints": kp3d, "kp2d": batch["kp2d"][:, 0].double().numpy(),
-          "clip": batch["clip"].numpy(), "frame": batch["frame"][:, 0].numpy()}
+    gt = {"joints": kp3d, "kp2d": batch["kp2d"][:, 0].double().numpy(), "clip": batch["clip"].numpy(),
+          "frame": batch["frame"][:, 0].numpy(), "sequence": np.asarray(batch["sequence"], dtype=object)}
     if "verts" in batch:
         gt["verts"] = batch["verts"][:, 0].double().numpy()
     return gt

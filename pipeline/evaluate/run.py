@@ -13,6 +13,7 @@ import torch
 
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import ConfigError
+from pipeline.evaluate.ho3d_submission import write_submission
 from pipeline.evaluate.metrics import pck_curve
 from pipeline.evaluate.plots import plot_error_vs_time, plot_pck, plot_per_joint
 from pipeline.evaluate.predict import metrics_of, predict
@@ -22,6 +23,7 @@ from pipeline.train.config import TrainConfig, load_config
 from pipeline.train.tasks.finetune import BEST, LAST, FinetuneTask
 
 PUBLISHED_DATASETS = ("freihand", "ho3d")
+HO3D_EVALUATION = "evaluation_"  # the HO-3D reader's sequence prefix for the evaluation split
 
 
 def load_run(run_dir: Path, weights: str) -> tuple[TrainConfig, FinetuneTask, torch.nn.Module, Path]:
@@ -53,16 +55,19 @@ def _per_joint_mm(pred: dict, gt: dict) -> np.ndarray:
 
 
 def _plots(pred: dict, gt: dict, out: Path) -> list[Path]:
+    keep = np.isfinite(gt["joints"]).all(axis=(1, 2))  # frames with 3D labels (HO-3D evaluation frames have none)
+    pred, gt = {k: v[keep] for k, v in pred.items()}, {k: v[keep] for k, v in gt.items()}
     errors = np.linalg.norm((pred["joints"] - pred["joints"][:, :1]) - (gt["joints"] - gt["joints"][:, :1]),
                             axis=-1) * 1000.0
     curve = pck_curve(errors[np.isfinite(errors)])
     per_frame = np.nanmean(errors, axis=1)
+    names = np.array([s or str(c) for s, c in zip(gt["sequence"], gt["clip"], strict=True)])
     sequences = {}
-    for clip in np.unique(gt["clip"]):
-        rows = np.flatnonzero(gt["clip"] == clip)
+    for name in np.unique(names):
+        rows = np.flatnonzero(names == name)
         rows = rows[np.argsort(gt["frame"][rows])]
         if len(rows) > 1:
-            sequences[str(clip)] = (gt["frame"][rows], per_frame[rows])
+            sequences[str(name)] = (gt["frame"][rows], per_frame[rows])
     paths = [plot_pck({"RA-MPJPE": curve}, out / "pck.png"), plot_per_joint(_per_joint_mm(pred, gt),
                                                                             out / "per_joint.png")]
     if sequences:
@@ -70,9 +75,21 @@ def _plots(pred: dict, gt: dict, out: Path) -> list[Path]:
     return paths
 
 
+def write_ho3d(out: Path, pred: dict, gt: dict, order: str) -> Path:
+    """The HO-3D challenge files from the predictions on HO-3D's evaluation sequences (camera-frame joints and
+    vertices: the 2.5D head's reconstruction, or the MANO head's mesh placed by its weak-perspective camera)."""
+    rows = np.flatnonzero([str(s).startswith(HO3D_EVALUATION) for s in gt["sequence"]])
+    ids = [f"{str(gt['sequence'][i]).removeprefix(HO3D_EVALUATION)}/{int(gt['frame'][i]):04d}" for i in rows]
+    if "verts_camera" not in pred:
+        raise ConfigError("the HO-3D challenge needs vertices: fine-tune the MANO head")
+    return write_submission(out, ids, pred["joints_camera"][rows], pred["verts_camera"][rows], order)
+
+
 def evaluate_run(run_dir: str | Path, data: str, dataset: str, out: str | Path, weights: str = "best",
-                 split: str = "all", max_items: int | None = None, device: str | None = None) -> dict:
-    """Evaluate a fine-tuning run on shard set `data` (its samples of `dataset`); returns the metrics."""
+                 split: str = "all", max_items: int | None = None, device: str | None = None,
+                 ho3d_order: str | None = None) -> dict:
+    """Evaluate a fine-tuning run on shard set `data` (its samples of `dataset`); returns the metrics (empty when
+    the frames carry no 3D labels). `ho3d_order`: HO-3D's evaluation.txt, to also write the challenge files."""
     run_dir, out = Path(run_dir), Path(out)
     cfg, task, model, path = load_run(run_dir, weights)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -81,8 +98,12 @@ def evaluate_run(run_dir: str | Path, data: str, dataset: str, out: str | Path, 
     stream = replace(cfg.data, datasets=(DatasetSpec(dataset, data),), split=split,
                      augment=replace(cfg.data.augment, enabled=False))
     pred, gt = predict(model, task, stream, dev, max_items)
-    metrics = metrics_of(pred, gt, task.absolute)
     out.mkdir(parents=True, exist_ok=True)
+    if ho3d_order is not None:
+        write_ho3d(out, pred, gt, ho3d_order)
+    if not np.isfinite(gt["joints"]).any():  # HO-3D's evaluation split: labels hidden, the server scores it
+        return {}
+    metrics = metrics_of(pred, gt, task.absolute)
     context = {"dataset": dataset, "split": split, "crops": "ground-truth boxes (the shards' crops)",
                "gt_root": not task.absolute, "gt_scale": task.absolute, "weights": str(path), "data": data,
                "head": cfg.finetune.head, "backbone": cfg.model.backbone, "frames": int(len(gt["joints"]))}

@@ -54,8 +54,11 @@ def _items(cfg: StreamConfig, d: int, clip: ClipSample):
     return clip_items(replace(cfg, items_per_sample=n), clip, 0, 0, 0, d) if n else []
 
 
-def _rows(batch: dict, n: int) -> dict:
-    return {k: v[:n].clone() if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+def _rows(batch: dict, n: int, sequences: list[str]) -> dict:
+    """The first n rows, copied out of the builder's buffer, with each row's source sequence id (`sequence`:
+    the submission formats name frames by it)."""
+    rows = {k: v[:n].clone() if isinstance(v, torch.Tensor) and v.dim() else v for k, v in batch.items()}
+    return {**rows, "sequence": list(sequences[:n])}
 
 
 def sweep_batches(data: StreamConfig, max_items: int | None = None,
@@ -64,7 +67,7 @@ def sweep_batches(data: StreamConfig, max_items: int | None = None,
     cfg = sweep_config(data)
     stats = stats if stats is not None else StreamStats()
     builder = BatchBuilder(cfg, shared=False)
-    wire, arrays, b, total = None, None, 0, 0
+    wire, arrays, b, total, sequences = None, None, 0, 0, []
     for d, clip in _clips(cfg, stats):
         for item in _items(cfg, d, clip):
             if max_items is not None and total >= max_items:
@@ -79,16 +82,17 @@ def sweep_batches(data: StreamConfig, max_items: int | None = None,
                 stats.skip(exc.reason, str(exc))
                 continue
             b, total = b + 1, total + 1
+            sequences.append(clip.sequence or "")
             if b == cfg.batch_size:
                 builder.finish(arrays)
-                yield _rows(batch, b)
-                wire, b = None, 0
+                yield _rows(batch, b, sequences)
+                wire, b, sequences = None, 0, []
     if b:  # the unfilled rows of the last batch repeat row 0, so the label transform sees valid views
         for name in arrays:
             if name != "frames" and arrays[name].ndim:
                 arrays[name][b:] = arrays[name][0]
         builder.finish(arrays)
-        yield _rows(batch, b)
+        yield _rows(batch, b, sequences)
     if total == 0:
         raise StreamError(f"evaluation sweep over {[s.shards for s in cfg.datasets]} ({cfg.split} split) found no "
                           f"labelled frame; skips: {dict(stats.skips)}")

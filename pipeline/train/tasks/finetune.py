@@ -36,6 +36,16 @@ def view0(batch: dict, key: str) -> torch.Tensor:
     return batch[key][:, 0]
 
 
+def weak_perspective_root(stage: dict, K: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 1, 3] camera-frame position of the wrist implied by the weak-perspective camera and the crop's K:
+    a metre at depth Z spans fx / Z pixels and s * size / 2 in the camera's normalised units, so
+    Z = 2 fx / (s size); the wrist's pixel is the projection of the root (s t) and is lifted to depth Z."""
+    z = 2.0 * K[:, 0, 0] / (stage["cam_scale"].float() * size)
+    uv = normalised_to_pixels(stage["cam_scale"].float()[:, None] * stage["cam_t"].float(), size)
+    ray = torch.linalg.solve(K, torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1).unsqueeze(-1)).squeeze(-1)
+    return (ray / ray[:, 2:3] * z[:, None]).unsqueeze(1)
+
+
 class FinetuneTask(Task):
     name = "finetune"
 
@@ -104,7 +114,9 @@ class FinetuneTask(Task):
             joints, verts = self.mano(stage["rotmat"], stage["betas"])
             root = joints[:, :1]
             kp2d = normalised_to_pixels(weak_perspective(joints - root, stage["cam_scale"], stage["cam_t"]), size)
-            return {"joints": joints - root, "verts": verts - root, "kp2d": kp2d}
+            placed = weak_perspective_root(stage, view0(batch, "K").float(), size)
+            return {"joints": joints - root, "verts": verts - root, "kp2d": kp2d,
+                    "joints_camera": joints - root + placed, "verts_camera": verts - root + placed}
         K, kp3d = view0(batch, "K").float(), view0(batch, "kp3d").float()
         _, _, scale = to_25d(kp3d, K)  # the ground-truth bone length (finetune_eval.md §9 #8)
         uv = normalised_to_pixels(out["uv"].float(), size)
