@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARD_WORKERS ?= 2
 
-.PHONY: install lint test shards bench pretrain-smoke finetune-smoke clean
+.PHONY: install lint test shards bench pretrain-smoke finetune-smoke sweep-smoke clean
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ finetune-smoke: pretrain-smoke
 	$(BIN)/python launch/finetune.py --config launch/configs/finetune_smoke.yaml
 	$(BIN)/python launch/evaluate.py --run runs/finetune_smoke --data shards/sample-eval --dataset freihand \
 		--out runs/finetune_smoke/evaluation
+
+# label-efficiency curves in miniature: 3 fractions x (smoke encoder, random) x 2 seeds = 12 points, then the plot
+# (the sample has 5 FreiHAND ids: below 0.5 no labelled FreiHAND training frame is left)
+sweep-smoke: pretrain-smoke
+	rm -rf runs/sweep_smoke
+	$(BIN)/python launch/sweep.py --config launch/configs/finetune_smoke.yaml --eval-data shards/sample-eval \
+		--dataset freihand --fractions 0.5 0.75 1.0 --inits runs/smoke/encoder.safetensors random --seeds 0 1 \
+		--out runs/sweep_smoke --set logging.report_to=none --set logging.progress=false
 
 bench: install
 	$(BIN)/python -m benchmarks.sharding

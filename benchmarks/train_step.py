@@ -128,7 +128,7 @@ def main() -> None:
                            [f"data.datasets=[{{name: hanco, shards: {shards}}}, "
                             f"{{name: doh100, shards: {shards}, window: 4}}]",
                             "data.items_per_epoch=4096", "distributed.effective_batch=32", "distributed.micro_batch=8",
-                            "logging.report_to=none"])
+                            "logging.report_to=none", "probe.datasets=[]"])
         configs = {"cpu_test_resnet_64px": base}
         if device.type == "cuda":
             for backbone in ("resnet18", "resnet50"):

@@ -1,4 +1,4 @@
-"""`handclr` command line: sample-data, shard, verify, inspect, mano-check, evaluate."""
+"""`handclr` command line: sample-data, shard, verify, inspect, mano-check, evaluate, embed-report, sweep."""
 
 from __future__ import annotations
 
@@ -145,6 +145,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_paths
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.curves import sweep_command
+
+    return sweep_command(args)
+
+
+@_user_paths
+def cmd_embed_report(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.embedding import embedding_report
+
+    doc = embedding_report(args.data, args.dataset or ["hanco"], args.encoders, args.out, args.sequences, args.size,
+                           args.k, args.window, args.max_dt, args.backbone, args.finetuned or (), args.seed,
+                           args.device)
+    chance = doc["retrieval_chance"]
+    for label, e in doc["encoders"].items():
+        print(f"{label}: temporal retrieval {e['retrieval']:.3f} (chance {chance:.3f}) at k={args.k}, ±{args.window}")
+    print(f"wrote {', '.join(doc['figures'])}, report.json and report.md to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="handclr", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -200,6 +221,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ho3d-submission", metavar="EVALUATION_TXT",
                    help="also write HO-3D's challenge pred.json / pred.zip, frames in this evaluation.txt's order")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("embed-report", help="compare encoders on the same clips: t-SNE, temporal retrieval, "
+                                            "cosine vs time distance, fine-tuned models' equivariance")
+    p.add_argument("--data", required=True, help="a shard-set directory or shard URLs")
+    p.add_argument("--dataset", action="append", help="dataset to take clips from (repeatable; default hanco)")
+    p.add_argument("--encoders", nargs="+", required=True,
+                   help="encoder.safetensors paths of pre-training runs, random, imagenet (timm weights, downloaded)")
+    p.add_argument("--backbone", help="timm name for random / imagenet (default: the first encoder file's)")
+    p.add_argument("--sequences", type=int, default=8, help="clip samples (of >= 2 frames) per dataset")
+    p.add_argument("--size", type=int, default=224, help="encoder input size (px)")
+    p.add_argument("--k", type=int, default=5, help="nearest neighbours in the retrieval score")
+    p.add_argument("--window", type=int, default=4, help="±w positions that count as nearby in time")
+    p.add_argument("--max-dt", type=int, help="largest |Δt| of the cosine curve (default: longest clip - 1)")
+    p.add_argument("--finetuned", nargs="+", metavar="RUN_DIR",
+                   help="fine-tuning runs (best weights): L_equiv, and L_improv of each against the first")
+    p.add_argument("--seed", type=int, default=0, help="random encoders' initialisation and t-SNE")
+    p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_embed_report)
+
+    p = sub.add_parser("sweep", help="label-efficiency curves: fine-tune and evaluate at several label fractions, "
+                                     "initialisations and seeds, then plot (launch/sweep.py)")
+    p.add_argument("--config", required=True, help="the fine-tuning recipe every point starts from")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--eval-data", required=True, help="the labelled shard set every point is evaluated on")
+    p.add_argument("--dataset", required=True, help="its samples' dataset name (freihand, ho3d, ...)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 1.0],
+                   help="data.label_fraction values")
+    p.add_argument("--inits", nargs="+", required=True, help="random | imagenet | [NAME=]PATH of an encoder")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data.seed values")
+    p.add_argument("--out", default="runs/sweep", help="one run directory per point, the curves and tables")
+    p.add_argument("--weights", default="best", help="best | last: which weights each point is evaluated with")
+    p.add_argument("--max-items", type=int, help="evaluate at most this many frames")
+    p.add_argument("--device", help="cuda | cpu for the evaluation (default: cuda when available)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--point", metavar="ID|INDEX", help="run only this point (what a SLURM array task runs)")
+    only.add_argument("--slurm", action="store_true", help="write OUT/sweep.sbatch: one array task per "
+                                                            "unfinished point")
+    only.add_argument("--plot-only", action="store_true", help="only draw the curves of the evaluated points")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

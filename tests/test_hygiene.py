@@ -20,7 +20,7 @@ from pipeline.stream.batch import decode_into
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "pipeline"
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "pillow"}
+DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "pillow", "sklearn": "scikit-learn"}
 
 
 def test_importing_the_package_changes_no_global_state():

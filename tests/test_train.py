@@ -26,8 +26,8 @@ SMOKE = REPO / "launch" / "configs" / "smoke.yaml"
 def smoke(stream_shards, run_dir, *extra):
     return load_config(SMOKE, [f"data.datasets=[{{name: hanco, shards: {stream_shards}}}]",
                                f"checkpoint.dir={run_dir}", "logging.report_to=none", "logging.progress=false",
-                               "loader.num_workers=0", "schedule.max_steps=6", "data.items_per_epoch=48",
-                               *extra])
+                               "probe.datasets=[]", "loader.num_workers=0", "schedule.max_steps=6",
+                               "data.items_per_epoch=48", *extra])
 
 
 def final_state(run_dir: Path, step: int) -> dict:
@@ -75,7 +75,8 @@ def launch(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
 def cli_overrides(stream_shards, run_dir, steps):
     return ["--config", str(SMOKE), "--set", f"data.datasets=[{{name: hanco, shards: {stream_shards}}}]",
             "--set", f"checkpoint.dir={run_dir}", "--set", f"schedule.max_steps={steps}",
-            "--set", "logging.progress=false", "--set", "data.items_per_epoch=48", "--report-to", "none"]
+            "--set", "logging.progress=false", "--set", "data.items_per_epoch=48", "--set", "probe.datasets=[]",
+            "--report-to", "none"]
 
 
 def test_python_launch_stops_on_sigusr1_and_resumes(stream_shards, tmp_path):

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 def smoke(shards, run_dir, *extra):
     return load_config(SMOKE, [f"data.datasets=[{{name: hanco, shards: {shards}}}]", f"checkpoint.dir={run_dir}",
                                "logging.report_to=none", "logging.progress=false", "data.items_per_epoch=64",
+                               "probe.datasets=[]",
                                *extra])
 
 
@@ -178,6 +179,7 @@ def test_a_damaged_checkpoint_file_names_the_file(tmp_path):
 
 def test_resume_with_another_worker_count_is_one_clear_line(stream_shards, tmp_path):
     args = [sys.executable, "launch/pretrain.py", "--config", str(SMOKE), "--report-to", "none",
+            "--set", "probe.datasets=[]",
             "--set", f"data.datasets=[{{name: hanco, shards: {stream_shards}}}]", "--set", f"checkpoint.dir={tmp_path}",
             "--set", "logging.progress=false", "--set", "data.items_per_epoch=64"]
     first = subprocess.run([*args, "--set", "schedule.max_steps=1", "--set", "loader.num_workers=0"], cwd=REPO,

@@ -27,7 +27,7 @@ FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 JOINT_NAMES = ("wrist", *(f"{finger}_{part}" for finger in FINGERS for part in ("mcp", "pip", "dip", "tip")))
 
 
-def _figure(size: tuple[float, float]) -> Any:
+def new_figure(size: tuple[float, float]) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -36,7 +36,7 @@ def _figure(size: tuple[float, float]) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | os.PathLike) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
@@ -54,7 +54,7 @@ def pck_figure(curves: Mapping[str, tuple[Any, Any]]) -> Any:
     """One PCK curve per name: (thresholds_mm [S], pck [S]) as returned by pipeline.evaluate.pck_curve."""
     if not curves:
         raise ValueError("no PCK curve to plot")
-    fig = _figure(PCK_SIZE)
+    fig = new_figure(PCK_SIZE)
     ax = fig.add_subplot()
     for name, (thresholds, pck) in curves.items():
         thresholds = _vector(thresholds, f"{name} thresholds")
@@ -68,7 +68,7 @@ def pck_figure(curves: Mapping[str, tuple[Any, Any]]) -> Any:
 
 def plot_pck(curves: Mapping[str, tuple[Any, Any]], path: str | os.PathLike) -> Path:
     """PCK curves (pck_figure) as a PNG of PCK_SIZE * DPI pixels; returns path."""
-    return _save(pck_figure(curves), path)
+    return save_figure(pck_figure(curves), path)
 
 
 def per_joint_figure(errors_mm: Any) -> Any:
@@ -77,7 +77,7 @@ def per_joint_figure(errors_mm: Any) -> Any:
     series = dict(errors_mm) if isinstance(errors_mm, Mapping) else {"error": errors_mm}
     if not series:
         raise ValueError("no per-joint errors to plot")
-    fig = _figure(PER_JOINT_SIZE)
+    fig = new_figure(PER_JOINT_SIZE)
     ax = fig.add_subplot()
     x = np.arange(len(JOINT_NAMES))
     width = 0.8 / len(series)
@@ -95,7 +95,7 @@ def per_joint_figure(errors_mm: Any) -> Any:
 
 def plot_per_joint(errors_mm: Any, path: str | os.PathLike) -> Path:
     """Per-joint error bars (per_joint_figure) as a PNG of PER_JOINT_SIZE * DPI pixels; returns path."""
-    return _save(per_joint_figure(errors_mm), path)
+    return save_figure(per_joint_figure(errors_mm), path)
 
 
 def error_vs_time_figure(sequences: Mapping[Any, tuple[Any, Any]], max_sequences: int = 4) -> Any:
@@ -105,7 +105,7 @@ def error_vs_time_figure(sequences: Mapping[Any, tuple[Any, Any]], max_sequences
     if not sequences or max_sequences < 1:
         raise ValueError("no sequence to plot (or max_sequences < 1)")
     chosen = sorted(sequences, key=lambda s: (-len(sequences[s][0]), str(s)))[:max_sequences]
-    fig = _figure(TIME_SIZE)
+    fig = new_figure(TIME_SIZE)
     axes = fig.subplots(len(chosen), 1, sharey=True, squeeze=False)[:, 0]
     for ax, seq in zip(axes, chosen, strict=True):
         frames = _vector(sequences[seq][0], f"{seq} frame_index")
@@ -126,4 +126,4 @@ def error_vs_time_figure(sequences: Mapping[Any, tuple[Any, Any]], max_sequences
 def plot_error_vs_time(sequences: Mapping[Any, tuple[Any, Any]], path: str | os.PathLike,
                        max_sequences: int = 4) -> Path:
     """Error over time (error_vs_time_figure) as a PNG of TIME_SIZE * DPI pixels; returns path."""
-    return _save(error_vs_time_figure(sequences, max_sequences), path)
+    return save_figure(error_vs_time_figure(sequences, max_sequences), path)

@@ -59,13 +59,13 @@ def metric_unit(name: str, extra: dict[str, str] | None = None) -> str:
     raise ValueError(f"no unit known for metric {name!r}: pass it in context['units']")
 
 
-def _plain(x: Any) -> Any:
+def plain_json(x: Any) -> Any:
     """JSON-ready copy: numpy scalars and arrays as Python values, paths as strings, NaN and inf as None (JSON has
     neither; a missing metric must read as missing, not as a number)."""
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): plain_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in x]
+        return [plain_json(v) for v in x]
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -100,7 +100,7 @@ def write_results(path: str | os.PathLike, metrics: dict[str, Any], context: dic
         "units": {name: metric_unit(name, extra_units) for name in metrics},
     }
     path = Path(path)
-    atomic_write_text(path, json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(plain_json(doc), indent=2, allow_nan=False) + "\n")
     return path
 
 

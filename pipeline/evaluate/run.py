@@ -4,6 +4,8 @@ numbers) and the plots into the output directory."""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import ConfigError
 from pipeline.evaluate.ho3d_submission import write_submission
-from pipeline.evaluate.metrics import pck_curve
+from pipeline.evaluate.metrics import accel_metrics, pck_curve, split_sequences
 from pipeline.evaluate.plots import plot_error_vs_time, plot_pck, plot_per_joint
 from pipeline.evaluate.predict import metrics_of, predict
 from pipeline.evaluate.report import markdown_report, write_results
@@ -75,6 +77,46 @@ def _plots(pred: dict, gt: dict, out: Path) -> list[Path]:
     return paths
 
 
+def per_sequence(pred: dict, gt: dict) -> dict[str, dict]:
+    """ACC and ACC-ERR (mm per frame², metrics.accel_metrics) of each source sequence with a clip of >= 3 frames,
+    so a change in smoothness shows per sequence (TempCLR Table 3, S²HAND Table 5): each clip sample (a camera, a
+    chunk) is differenced on its own in frame order, as in the pooled metric, then pooled per sequence name."""
+    names = np.array([s or str(c) for s, c in zip(gt["sequence"], gt["clip"], strict=True)])
+    out = {}
+    for name in np.unique(names):
+        rows = np.flatnonzero(names == name)
+        rows = rows[np.lexsort((gt["frame"][rows], gt["clip"][rows]))]
+        clips = gt["clip"][rows]
+        acc = accel_metrics(split_sequences(pred["joints"][rows], clips), split_sequences(gt["joints"][rows], clips))
+        if acc["n_sequences"]:
+            out[str(name)] = {"frames": len(rows), **acc}
+    return out
+
+
+def _sequence_table(sequences: dict[str, dict], metrics: dict) -> str:
+    """report.md's per-sequence smoothness lines, pooled row last ("–" where ground truth is missing)."""
+    def cell(v) -> str:
+        return f"{v:.2f}" if v is not None and math.isfinite(v) else "–"
+    lines = ["## Temporal smoothness per sequence", "",
+             "ACC / ACC-ERR in mm per frame² (wrist-centred, second differences within each clip; TempCLR Table 3 "
+             "and S²HAND Table 5 print \"mm/s²\", finetune_eval.md §2.6). Lower is smoother.", "",
+             "| Sequence | Frames | ACC ↓ | ACC-ERR ↓ |", "|---|---|---|---|"]
+    rows = [(name, s["frames"], s["accel_mm_per_frame2"], s["accel_error_mm_per_frame2"])
+            for name, s in sequences.items()]
+    rows.append(("**all (pooled)**", metrics.get("n_samples"), metrics.get("accel_mm_per_frame2"),
+                 metrics.get("accel_error_mm_per_frame2")))
+    lines += [f"| {name} | {n} | {cell(acc)} | {cell(err)} |" for name, n, acc, err in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _add_per_sequence(path: Path, sequences: dict[str, dict]) -> None:
+    """results.json gains `per_sequence` (NaN as null, like every metric there)."""
+    doc = json.loads(path.read_text())
+    doc["per_sequence"] = {name: {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                  for k, v in s.items()} for name, s in sequences.items()}
+    atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
 def write_ho3d(out: Path, pred: dict, gt: dict, order: str) -> Path:
     """The HO-3D challenge files from the predictions on HO-3D's evaluation sequences (camera-frame joints and
     vertices: the 2.5D head's reconstruction, or the MANO head's mesh placed by its weak-perspective camera)."""
@@ -107,8 +149,10 @@ def evaluate_run(run_dir: str | Path, data: str, dataset: str, out: str | Path, 
     context = {"dataset": dataset, "split": split, "crops": "ground-truth boxes (the shards' crops)",
                "gt_root": not task.absolute, "gt_scale": task.absolute, "weights": str(path), "data": data,
                "head": cfg.finetune.head, "backbone": cfg.model.backbone, "frames": int(len(gt["joints"]))}
-    write_results(out / "results.json", metrics, context)
+    sequences = per_sequence(pred, gt)
+    _add_per_sequence(write_results(out / "results.json", metrics, context), sequences)
     if dataset in PUBLISHED_DATASETS:  # the papers publish FreiHAND and HO-3D numbers only
-        atomic_write_text(out / "report.md", markdown_report(metrics, dataset, cfg.finetune.head, context))
+        report = markdown_report(metrics, dataset, cfg.finetune.head, context)
+        atomic_write_text(out / "report.md", report + ("\n" + _sequence_table(sequences, metrics) if sequences else ""))
     _plots(pred, gt, out)
     return metrics

@@ -16,7 +16,7 @@ from pipeline.augment.labels import transform_labels
 from pipeline.augment.params import GEOMETRY_SIZE
 from pipeline.errors import SkipError
 from pipeline.sharding.clipjob import LABEL_FIELDS
-from pipeline.stream.config import StreamConfig
+from pipeline.stream.config import FINETUNE_MODES, StreamConfig
 from pipeline.stream.items import Item
 
 ALIGN = 64  # field alignment inside the batch buffer
@@ -86,7 +86,7 @@ class BatchBuilder:
             ("frame", (b, v), torch.int64), ("position", (b, v), torch.int64), ("offset", (b, v), torch.int64),
             ("time", (b, v), torch.float64), ("role", (b, v), torch.int8), ("window", (b,), torch.int64),
         ]
-        if self.cfg.mode == "finetune":
+        if self.cfg.mode in FINETUNE_MODES:
             fields += [("labelled", (b, v), torch.bool), ("flat_hand_mean", (b,), torch.int8)]
             fields += [(name, (b, v, *shape), torch.float32) for name, shape in FINETUNE_LABELS.items()]
         elif self.cfg.labels:
@@ -137,7 +137,7 @@ class BatchBuilder:
         arrays["time"][b] = clip.time[item.positions]
         arrays["role"][b] = item.roles
         arrays["window"][b] = item.window
-        if self.cfg.mode == "finetune":
+        if self.cfg.mode in FINETUNE_MODES:
             self._finetune_labels(arrays, b, item)
         elif self.cfg.labels:
             self._labels(arrays, b, item)
@@ -157,7 +157,8 @@ class BatchBuilder:
 
     def _finetune_labels(self, arrays: dict[str, np.ndarray], b: int, item: Item) -> None:
         """Row b's labels in slot pixels, NaN where the shards lack a field (`finish` applies the augmentation).
-        Items come from labelled frames only."""
+        finetune items come from labelled frames only; a finetune_sequence's unlabelled frames stay, labelled
+        False with NaN labels (as stored, or as the label fraction leaves them)."""
         labels = item.clip.labels
         arrays["flat_hand_mean"][b] = item.clip.flat_hand_mean
         for v, p in enumerate(item.positions):
@@ -170,7 +171,7 @@ class BatchBuilder:
         """Once a batch is full: in finetune mode, move every view's labels through its geometric augmentation
         (pipeline/augment/labels.py) in one batched call, from the batch's own float32 affine and angle, i.e. the
         numbers the device-side warp reads."""
-        if self.cfg.mode != "finetune":
+        if self.cfg.mode not in FINETUNE_MODES:
             return
         views = transform_labels({name: arrays[name] for name in FINETUNE_LABELS}, arrays["affine"],
                                  arrays["geometry"][..., 0])

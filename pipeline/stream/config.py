@@ -11,7 +11,10 @@ from pipeline.stream.sampling import NEGATIVE_LAWS, POSITIVE_LAWS
 from pipeline.typedconfig import NonNegativeInt, PositiveInt, Probability, check, ranged
 
 # finetune: one labelled frame per item (V = 1), geometric augmentation applied to image and labels alike.
-MODES = ("tempclr", "peclr", "simclr", "sequence", "finetune")
+# finetune_sequence: the same labels for `sequence_length` frames at `sequence_interval` of one clip (at least one
+# of them labelled) under one geometric draw: the temporal fine-tuning losses' batches (finetune_eval.md §4.4).
+MODES = ("tempclr", "peclr", "simclr", "sequence", "finetune", "finetune_sequence")
+FINETUNE_MODES = ("finetune", "finetune_sequence")  # labelled batches in the fine-tuning format (design.md §3)
 # TempCLR: "about half the frame rate" — 15 frames for HO-3D and 100DOH, 5 for HanCo.
 DEFAULT_WINDOWS = {"hanco": 5, "ho3d": 15, "doh100": 15}
 Weight = ranged(float, gt=0, le=1e6)
@@ -80,21 +83,21 @@ class StreamConfig:
             raise ConfigError(f"stream config: dataset names must be unique, got {[d.name for d in self.datasets]}")
         if (self.split == "val" and self.val_fraction == 0) or (self.split == "train" and self.val_fraction == 1):
             raise ConfigError(f"stream config: split {self.split!r} is empty with val_fraction {self.val_fraction}")
-        if self.mode == "finetune":
+        if self.mode in FINETUNE_MODES:
             object.__setattr__(self, "labels", True)  # items are drawn from labelled frames only
 
     @property
     def views(self) -> int:
         if self.mode == "tempclr":
             return 1 + self.positives + self.negatives
-        if self.mode == "sequence":
+        if self.mode in ("sequence", "finetune_sequence"):
             return self.sequence_length
         return 1 if self.mode == "finetune" else 2
 
     @property
     def time_coherent(self) -> bool:
         """One geometric draw per item (TempCLR, sequences) rather than one per view (PeCLR, SimCLR)."""
-        return self.mode in ("tempclr", "sequence")
+        return self.mode in ("tempclr", "sequence", "finetune_sequence")
 
     @property
     def weights(self) -> list[float]:
@@ -110,6 +113,6 @@ class StreamConfig:
 
 
 def preset_augment(mode: str) -> AugmentSpec:
-    if mode == "finetune":
+    if mode in FINETUNE_MODES:
         return FINETUNE
     return PECLR if mode in ("peclr", "simclr") else TEMPCLR

@@ -25,7 +25,7 @@ from pipeline.stream.sampling import eligible_anchors, frames_draw, sequence_dra
 ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, ROLE_VIEW, ROLE_SEQUENCE = 0, 1, 2, 3, 4
 # Why a clip sample yields no item, per mode (counted as a skip).
 TOO_SHORT = {"tempclr": "too_short_for_negatives", "sequence": "too_short_for_sequence",
-             "finetune": "no_labelled_frames"}
+             "finetune": "no_labelled_frames", "finetune_sequence": "no_labelled_sequence"}
 
 
 @dataclass
@@ -52,10 +52,22 @@ def labelled_positions(clip: ClipSample) -> np.ndarray:
     return np.empty(0, np.int64) if clip.labels is None else np.flatnonzero(clip.labels["labelled"])
 
 
+def labelled_sequence_starts(clip: ClipSample, length: int, interval: int) -> np.ndarray:
+    """Start positions s of the sequences s, s+Δ, ..., s+(length-1)Δ inside the clip sample that hold at least one
+    labelled frame: finetune_sequence items' only sources (the supervised terms need a label, the temporal ones
+    use every frame)."""
+    span = (length - 1) * interval
+    labelled = np.zeros(clip.n, bool) if clip.labels is None else clip.labels["labelled"]
+    if clip.n <= span:
+        return np.empty(0, np.int64)
+    frames = np.arange(clip.n - span)[:, None] + interval * np.arange(length)
+    return np.flatnonzero(labelled[frames].any(axis=1))
+
+
 def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, clip: ClipSample, k: int,
                     anchors: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
     """[(positions, roles, offsets)] for the items of one clip, or None when it is too short (finetune: when it
-    has no labelled frame)."""
+    has no labelled frame; finetune_sequence: no sequence with one)."""
     out, n = [], clip.n
     if cfg.mode == "tempclr":
         for _ in range(cfg.items_per_sample):
@@ -75,6 +87,12 @@ def _draw_positions(cfg: StreamConfig, rng: np.random.Generator, clip: ClipSampl
         labelled = labelled_positions(clip)
         for p in labelled[frames_draw(rng, len(labelled), cfg.items_per_sample)]:
             out.append((np.array([p]), np.full(1, ROLE_VIEW), np.zeros(1, dtype=np.int64)))
+        return out or None
+    elif cfg.mode == "finetune_sequence":
+        starts = labelled_sequence_starts(clip, cfg.sequence_length, cfg.sequence_interval)
+        steps = cfg.sequence_interval * np.arange(cfg.sequence_length)
+        for s in starts[frames_draw(rng, len(starts), cfg.items_per_sample)]:
+            out.append((s + steps, np.full(cfg.sequence_length, ROLE_SEQUENCE), steps))
         return out or None
     else:
         for p in frames_draw(rng, n, cfg.items_per_sample):

@@ -1,5 +1,6 @@
 """Supervised fine-tuning of a hand reconstructor (TempCLR's MANO head or PeCLR's 2.5D head) from a random,
-ImageNet or pre-trained encoder: plain accumulation of the supervised losses, validation every
+ImageNet or pre-trained encoder: plain accumulation of the supervised losses (with `finetune.temporal`, on clips
+of frames plus the temporal losses of pipeline/objectives/temporal.py), validation every
 `finetune.val_every_steps` steps on `data.split: val` (rank 0; the other ranks wait), the best model by
 validation PA-MPJPE kept as `best.safetensors`, the last as `model.safetensors`."""
 
@@ -16,12 +17,14 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_write_text
+from pipeline.errors import ConfigError
 from pipeline.evaluate.predict import evaluate_stream
 from pipeline.evaluate.sweep import sweep_batches
 from pipeline.models.heads import normalised_to_pixels, pixels_to_normalised, weak_perspective
 from pipeline.models.keypoints25d import reconstruct_3d, to_25d
 from pipeline.models.reconstructor import HandReconstructor, MANOKinematics
 from pipeline.objectives.supervised import keypoint25d_loss, mano_loss
+from pipeline.objectives.temporal import temporal_loss
 from pipeline.stream import StreamConfig
 from pipeline.stream.splits import split_record
 from pipeline.train.config import TrainConfig
@@ -34,6 +37,11 @@ BEST, LAST = "best.safetensors", "model.safetensors"
 def view0(batch: dict, key: str) -> torch.Tensor:
     """The single view of a fine-tuning batch's per-view field."""
     return batch[key][:, 0]
+
+
+def views(batch: dict, key: str) -> torch.Tensor:
+    """A per-view field [B, V, ...] as [B*V, ...], the order of the model's input (model_input)."""
+    return batch[key].flatten(0, 1)
 
 
 def weak_perspective_root(stage: dict, K: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,6 +60,11 @@ class FinetuneTask(Task):
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg, self.f = cfg, cfg.finetune
         self.mano = MANOKinematics(self.f.mano_model, self.f.tips) if self.f.head == "mano" else None
+        if self.mano is None and {"motion", "shape"} & self.f.temporal.keys():
+            raise ConfigError("finetune.temporal motion and shape act on MANO rotations and shape: head mano only")
+        if {"motion", "accel"} & self.f.temporal.keys() and cfg.data.sequence_length < 3:
+            raise ConfigError(f"finetune.temporal motion and accel are 0 on clips of fewer than 3 frames; "
+                              f"data.sequence_length is {cfg.data.sequence_length}")
         self.best = math.inf
         self.history: list[dict] = []
 
@@ -63,7 +76,7 @@ class FinetuneTask(Task):
 
     def model_kwargs(self, batch: dict) -> dict:
         if self.f.head == "2p5d" and self.f.refine:
-            return {"K": view0(batch, "K").float(), "size": self.cfg.data.out_size}
+            return {"K": views(batch, "K").float(), "size": self.cfg.data.out_size}
         return {}
 
     def to(self, device: torch.device) -> FinetuneTask:
@@ -73,21 +86,38 @@ class FinetuneTask(Task):
 
     # losses
     def loss(self, out, batch: dict) -> dict[str, torch.Tensor]:
-        size, labelled = self.cfg.data.out_size, view0(batch, "labelled")
-        kp2d, kp3d = view0(batch, "kp2d").float(), view0(batch, "kp3d").float()
+        """Supervised terms on every view (unlabelled ones masked), plus the temporal terms over each item's views
+        when `finetune.temporal` is set (the stream then gives clips of frames)."""
+        size, labelled = self.cfg.data.out_size, views(batch, "labelled")
+        kp2d, kp3d = views(batch, "kp2d").float(), views(batch, "kp3d").float()
         if self.mano is not None:
             stage = out[-1]
             joints, _ = self.mano(stage["rotmat"], stage["betas"])
             joints = joints - joints[:, :1]
+            fhm = batch["flat_hand_mean"].repeat_interleave(batch["labelled"].shape[1])
             targets = {"joints2d": pixels_to_normalised(kp2d, size), "joints3d": kp3d, "labelled": labelled,
-                       "pose": self.mano.absolute_pose(view0(batch, "mano_pose"), batch["flat_hand_mean"]),
-                       "betas": view0(batch, "mano_shape").float()}
-            return mano_loss(stage, weak_perspective(joints, stage["cam_scale"], stage["cam_t"]), joints, targets,
-                             self.f.weights)
-        uv, z_rel, scale = to_25d(kp3d, view0(batch, "K").float())
+                       "pose": self.mano.absolute_pose(views(batch, "mano_pose"), fhm),
+                       "betas": views(batch, "mano_shape").float()}
+            parts = mano_loss(stage, weak_perspective(joints, stage["cam_scale"], stage["cam_t"]), joints, targets,
+                              self.f.weights)
+            return self._temporal(parts, batch, rotmat=stage["rotmat"], betas=stage["betas"], joints=joints)
+        uv, z_rel, scale = to_25d(kp3d, views(batch, "K").float())
         targets = {"uv": pixels_to_normalised(uv, size), "z_rel": z_rel, "labelled": labelled,
                    "z_root": kp3d[:, 0, 2] / scale}
-        return keypoint25d_loss(out, targets, self.f.weights)
+        parts = keypoint25d_loss(out, targets, self.f.weights)
+        # the 2.5D head has no metric depth without labels: its accel acts on the root-relative 2.5D itself (uv in
+        # normalised crop coordinates, z_rel in bone lengths), the units of its own loss
+        pose25d = torch.cat([out["uv"] - out["uv"][:, :1], out["z_rel"][..., None]], dim=-1)
+        return self._temporal(parts, batch, joints=pose25d)
+
+    def _temporal(self, parts: dict[str, torch.Tensor], batch: dict, **preds: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`parts` plus the temporal terms on the predictions [B*V, ...] regrouped per clip [B, V, ...]."""
+        if not self.f.temporal:
+            return parts
+        shape = batch["labelled"].shape
+        terms = temporal_loss(self.f.temporal, **{k: v.float().reshape(*shape, *v.shape[1:]) for k, v in preds.items()})
+        total = terms.pop("total")
+        return {**parts, **terms, "total": parts["total"] + total}
 
     def gradients(self, model: nn.Module, micro: list[dict], fns: StepFns) -> tuple[float, dict]:
         """Plain accumulation (no cross-item terms: nothing to gather); gradients synchronised on the last."""
