@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARD_WORKERS ?= 2
 
-.PHONY: install lint test shards bench pretrain-smoke finetune-smoke sweep-smoke clean
+.PHONY: install detect-env lint test shards bench pretrain-smoke finetune-smoke sweep-smoke clean
 
 install: $(STAMP)
 
@@ -14,6 +14,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -c constraints.txt -e ".[dev,bench]"
 	touch $(STAMP)
+
+# `handclr detect`'s MediaPipe 0.10.21 (the last wheel bundling its hand models) pins numpy<2 and its own OpenCV,
+# so it gets an environment of its own; the detector runs there as a subprocess.
+detect-env: .venv-detect/.installed
+
+.venv-detect/.installed:
+	$(PYTHON) -m venv .venv-detect
+	.venv-detect/bin/pip install "mediapipe==0.10.21" "decord>=0.6.0"
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .
@@ -55,4 +64,4 @@ bench: install
 	$(BIN)/python -m benchmarks.train_step
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache shards/sample shards/sample-eval shards/sample-data benchmarks/results runs
+	rm -rf $(VENV) .venv-detect *.egg-info .pytest_cache shards/sample shards/sample-eval shards/sample-data benchmarks/results runs

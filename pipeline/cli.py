@@ -1,4 +1,4 @@
-"""`handclr` command line: sample-data, shard, verify, inspect, mano-check, evaluate, embed-report, sweep."""
+"""`handclr` command line: sample-data, detect, shard, verify, inspect, mano-check, evaluate, embed-report, sweep."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     generate(args.out, seed=args.seed, ho3d_version=args.ho3d_version)
     print(f"sample datasets written under {args.out}: hanco/ ho3d/ doh100/ freihand/, and mano/MANO_RIGHT.pkl "
           f"(a synthetic stand-in in the official format)")
+    return 0
+
+
+@_user_paths
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pipeline.detect.run import detect, print_report
+
+    report = detect(Path(args.videos), Path(args.out), workers=args.workers, env=Path(args.env),
+                    progress=not args.quiet)
+    print_report(report)
     return 0
 
 
@@ -176,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ho3d-version", type=int, choices=(2, 3), default=3)
     p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("detect", help="per-frame hand boxes and landmarks for raw videos (MediaPipe, run in "
+                                      "the separate .venv-detect built by `make detect-env`)")
+    p.add_argument("--videos", required=True, help="folder of <video_id>.<mp4|mkv|webm|avi|mov>")
+    p.add_argument("--out", required=True, help="box-track CSV to write (e.g. tracks/boxes.csv); the landmarks "
+                                                "go to <stem>.landmarks.parquet, the report to detect_report.json")
+    p.add_argument("--workers", type=int, default=1, help="detector processes (one video each)")
+    p.add_argument("--env", default=".venv-detect", help="the detector's virtual environment")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("shard", help="pack a recipe's datasets into WebDataset shards")
     p.add_argument("--recipe", help="shards/<name>.yaml")

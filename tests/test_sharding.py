@@ -137,8 +137,10 @@ def test_left_hands_are_mirrored(sample, stored):
     x0, y0, x1, _ = fr["crop_box"][i]
     s = SIZE / (x1 - x0)
     u1, u2 = (box[0] - x0 + 0.5) * s - 0.5, (box[2] - x0 + 0.5) * s - 0.5
-    np.testing.assert_allclose(fr["hand_box"][i][0], SIZE - 1 - u2, atol=0.05)
-    np.testing.assert_allclose(fr["hand_box"][i][2], SIZE - 1 - u1, atol=0.05)
+    # The stored box is the smoothed track box, grown to contain the detection: it holds the mirrored detection
+    # and stays within a few stored pixels of its edges.
+    assert SIZE - 1 - u2 - 4 <= fr["hand_box"][i][0] <= SIZE - 1 - u2 + 0.05
+    assert SIZE - 1 - u1 - 0.05 <= fr["hand_box"][i][2] <= SIZE - 1 - u1 + 4
 
 
 def test_aug_seed_is_a_stable_hash_of_the_sequence(sample, tmp_path):

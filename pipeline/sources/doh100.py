@@ -2,7 +2,8 @@
 
 Annotated frames become single-frame clips, one per hand. Raw videos are decoded sequentially by the
 sharder (decord); their per-frame hand boxes come from a box-track file (see `read_box_tracks`) linked
-into tracks by overlap; each track is a clip, subsampled to `target_fps`.
+into tracks (one-to-one per frame), implausible tracks dropped, boxes smoothed; each track is a clip, subsampled
+to `target_fps`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,22 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 from pipeline.errors import LayoutError, SkipCounter, SkipError
 from pipeline.sources.base import Clip, Frame, Source, ascii_number, utf8_names
-from pipeline.sources.boxes import Detection, interpolate_boxes, link_tracks
+from pipeline.sources.boxes import (
+    Detection,
+    LinkParams,
+    interpolate_boxes,
+    link_tracks,
+    smooth_track,
+    static_tracks,
+    track_side,
+)
 from pipeline.sources.files import (
     ANNOTATION,
     LAYOUT_JSON,
@@ -173,8 +183,8 @@ def subsample(first: int, last: int, native_fps: float, target_fps: float | None
 class DOH100(Source):
     """Options: parts (subset of voc, json, video; default: those present), voc_dir, image_sets (VOC),
     json_splits (default [trainval, test]), videos (dir of <video_id>.<ext>), tracks (box-track CSV),
-    meta (video table), target_fps (default 15; None keeps every frame), max_gap (native frames, default
-    5), iou_min (default 0.3), min_score (default 0.5)."""
+    meta (video table), target_fps (default 15; None keeps every frame), and the track knobs (linking, filters,
+    smoothing) documented in `DOH100Options`."""
 
     Options = DOH100Options
 
@@ -275,40 +285,80 @@ class DOH100(Source):
                                               {"contact_state": rec.get("contact_state")})
 
     def _videos(self, counter: SkipCounter) -> Iterator[Clip]:
+        """Clips of every video with detections; `self.report` gets one row per video (those in the track file
+        and those in the video folder), so no video goes missing silently."""
         videos_dir = self.root / self.options.videos
         tracks_path = self.root / self.options.tracks
         meta = self.options.meta
         self.require("100DOH raw video", str(videos_dir.relative_to(self.root)),
                      str(tracks_path.relative_to(self.root)), meta)
-        target = self.options.target_fps
         rates, bad_rates = self._fps_table()
         files = {Path(n).stem: videos_dir / n for n in utf8_names(videos_dir, counter, VIDEO_EXTS)}
         detections = read_box_tracks(tracks_path, counter, self.options.min_score)
+        self.report = {v: {"status": "no_detections", "detections": 0} for v in files}
         for video_id in sorted(detections):
+            row = self.report[video_id] = {"status": "listed", "detections": len(detections[video_id])}
             if video_id not in files:
+                row["status"] = "video_missing"
                 counter.skip("video_missing", f"{videos_dir}/{video_id}.* (named in {tracks_path})", clips=1)
             elif video_id in bad_rates:
+                row["status"] = "frame_rate_invalid"
                 counter.skip("frame_rate_invalid", f"{video_id}: {bad_rates[video_id]}", clips=1)
             elif video_id not in rates:
+                row["status"] = "frame_rate_unknown"
                 counter.skip("frame_rate_unknown", f"{video_id} is not in {meta}", clips=1)
             else:
                 yield from self._video_clips(video_id, files[video_id], rates[video_id], detections[video_id],
-                                             target)
+                                             counter, row)
+
+    def _tracks(self, video_id: str, fps: float, detections: list[Detection], counter: SkipCounter,
+                row: dict) -> list[list[Detection]]:
+        """Linked tracks that may be hands; the others are counted listing skips by reason."""
+        o = self.options
+        tracks = link_tracks(detections, LinkParams(o.iou_min, o.max_gap, o.max_shift, o.max_scale, o.side_cost))
+        static = static_tracks(tracks, fps, o.static_motion, o.static_s)
+        kept, dropped = [], Counter()
+        for t, track in enumerate(tracks):
+            reason = "track_too_short" if len(track) < o.min_detections else "track_static" if t in static else None
+            if reason is None:
+                kept.append(track)
+                continue
+            dropped[reason] += 1
+            counter.skip(reason, f"{video_id}: track of {len(track)} detections in frames {track[0].frame}-"
+                                 f"{track[-1].frame}", frames=len(track), clips=1)
+        row.update(tracks=len(tracks), tracks_dropped=dict(sorted(dropped.items())))
+        return kept
 
     def _video_clips(self, video_id: str, video: Path, fps: float, detections: list[Detection],
-                     target: float | None) -> Iterator[Clip]:
-        max_gap = self.options.max_gap
-        tracks = link_tracks(detections, self.options.iou_min, max_gap)
-        for t, track in enumerate(tracks):
+                     counter: SkipCounter, row: dict) -> Iterator[Clip]:
+        target = self.options.target_fps
+        row.update(clips=0, frames=0)
+        for t, track in enumerate(self._tracks(video_id, fps, detections, counter, row)):
+            # Gaps are bridged and boxes smoothed at the native rate, before subsampling.
+            span = list(range(track[0].frame, track[-1].frame + 1))
             known = {d.frame: d.box for d in track}
-            indices = subsample(track[0].frame, track[-1].frame, fps, target)
-            # Interpolate between the nearest detections at native rate, not between kept frames.
-            grid = sorted(set(known) | set(indices))
-            filled = dict(zip(grid, interpolate_boxes(grid, [known.get(i) for i in grid]), strict=True))
-            frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=filled[i])
+            boxes = smooth_track(span, interpolate_boxes(span, [known.get(i) for i in span]),
+                                 round(self.options.smooth_s * fps))
+            indices = subsample(span[0], span[-1], fps, target)
+            frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=boxes[i - span[0]])
                       for i in indices]
-            yield Clip(self.dataset, safe_id(f"{video_id}_track{t}"), 0, track[0].side, fps, frames,
+            row["clips"] += 1
+            row["frames"] += len(frames)
+            yield Clip(self.dataset, safe_id(f"{video_id}_track{t}"), 0, track_side(track), fps, frames,
                        video=str(video), flags={"annotated": False, "video_id": video_id, "target_fps": target})
+
+
+def tracks_report(report: dict[str, dict], manifest: list[dict]) -> dict[str, dict]:
+    """Per-video table of a 100DOH raw-video listing (`DOH100.report`) completed with what was written
+    (manifest rows): detections in, tracks linked and dropped by reason, clips and frames listed and written."""
+    out = {}
+    for video_id, row in sorted(report.items()):
+        prefix = safe_id(f"{video_id}_track")
+        rows = [r for r in manifest if r["dataset"] == "doh100" and r["sequence"].startswith(prefix)
+                and r["sequence"][len(prefix):].isdigit()]
+        out[video_id] = {**row, "clips_written": len({r["sequence"] for r in rows}),
+                         "frames_written": sum(r["n_frames"] for r in rows)}
+    return out
 
 
 def _relative_path(image: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.typedconfig import NonNegativeInt, PositiveFloat, PositiveInt, Probability, ranged
+from pipeline.typedconfig import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, ranged
 
 HancoImages = Literal["rgb", "rgb_merged", "rgb_homo", "rgb_color_auto", "rgb_color_sample"]
 HancoFlag = Literal["is_train", "subject_id", "is_valid", "object_id", "has_fit"]
@@ -47,9 +47,16 @@ class DOH100Options:
     tracks: str = "tracks/boxes.csv"
     meta: str = "file/meta_100DOH_video.txt"
     target_fps: PositiveFloat | None = 15.0  # None keeps every native frame
-    max_gap: NonNegativeInt = 5  # native frames a track may miss
-    iou_min: Probability = 0.3
+    max_gap: NonNegativeInt = 5  # native frames a track may miss (bridged by interpolation)
+    iou_min: Probability = 0.3  # a detection overlapping a track's last box this much may extend it ...
+    max_shift: PositiveFloat = 0.5  # ... else its centre may move this much per frame, relative to the box size
+    max_scale: PositiveFloat = 2.0  # box size may change at most by this factor between linked detections
+    side_cost: NonNegativeFloat = 0.3  # link-cost penalty for a handedness label against the track's vote
     min_score: Probability = 0.5
+    min_detections: PositiveInt = 3  # a track with fewer detections is dropped (track_too_short)
+    static_motion: NonNegativeFloat = 0.15  # centre spread / box size below which a place is static ...
+    static_s: PositiveFloat = 2.0  # ... when detected there for this many seconds in all (track_static)
+    smooth_s: NonNegativeFloat = 0.1  # half-window of the box smoothing in seconds (0: raw boxes)
 
 
 @dataclass(frozen=True)
