@@ -7,7 +7,9 @@ positive, and the crop-centre displacement between consecutive written frames re
 
 "Before" is the code before the tracking rework (greedy same-side overlap linking, no filters, no smoothing),
 measured on 2026-11-21 with this same script on the previous `pipeline/sources/{boxes,doh100}.py`; its numbers
-are the BEFORE constants below. Run as `python -m benchmarks.tracks`; writes benchmarks/results/tracks.json.
+are the BEFORE constants below. After (defaults max_gap 8, smooth_s 0.3; 2026-11-21): native yield 0.870,
+0 false-positive clips, jitter p90 0.0285 (0.49x), median clip 28 frames; 15 fps yield 0.501, p90 0.0495.
+Run as `python -m benchmarks.tracks`; writes benchmarks/results/tracks.json.
 """
 
 from __future__ import annotations

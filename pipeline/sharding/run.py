@@ -33,9 +33,11 @@ from pipeline.sharding.writer import (
     sidecar_records,
 )
 from pipeline.sources.base import Clip, Source
+from pipeline.sources.doh100 import tracks_report
 
 log = logging.getLogger("handclr")
 SUMMARY = "summary.json"
+TRACKS_REPORT = "tracks_report.json"  # per-video table of 100DOH raw-video track linking
 
 
 @dataclass
@@ -150,6 +152,9 @@ def _shard_locked(recipe: Recipe, root: Path, target: Path, workers: int, part: 
     check_accounting(summary, target)
     if not is_part:
         write_tables(target, rows, shards)
+    reports = {k: v for s in sources for k, v in getattr(s, "report", {}).items()}
+    if reports and not is_part:  # before the summary, whose presence marks the run finished
+        atomic_write_text(target / TRACKS_REPORT, json.dumps(tracks_report(reports, rows), indent=1, sort_keys=True))
     atomic_write_text(target / SUMMARY, json.dumps(summary, indent=1, sort_keys=True))
     return summary
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.signal import savgol_filter
 
 Box = tuple[float, float, float, float]
 
@@ -68,7 +69,7 @@ class LinkParams:
     """Gates and costs of `link_tracks`; a box's size is the geometric mean of its width and height."""
 
     iou_min: float = 0.3  # a pair overlapping this much may link whatever its centre distance
-    max_gap: int = 5  # native frames a track may miss
+    max_gap: int = 8  # native frames a track may miss
     max_shift: float = 0.5  # else: centre distance per elapsed frame, relative to the box size, at most this
     max_scale: float = 2.0  # a box may not grow or shrink by more than this factor between linked detections
     side_cost: float = 0.3  # added cost when the handedness label disagrees with the track's vote
@@ -161,13 +162,21 @@ def _moving_mean(values: np.ndarray, half: int) -> np.ndarray:
     return np.mean(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
 
 
+def _line_smooth(values: np.ndarray, half: int) -> np.ndarray:
+    """Mean over +-half samples; within half of an end, the line fitted to the first / last window (so a steady
+    motion is not lagged there). Savitzky-Golay of order 1, the window cut to the series when shorter."""
+    window = min(2 * half + 1, len(values) - 1 + len(values) % 2)
+    return savgol_filter(values, window, 1, mode="interp") if window >= 3 else values.copy()
+
+
 def smooth_track(frames: list[int], boxes: list[Box], half: int) -> list[Box]:
     """Boxes of one track at consecutive native frames, smoothed over time so the crop does not shake.
 
-    Centre and log width/height get a centred moving average over 2 * half + 1 frames (edges held): detector
-    jitter would otherwise become camera motion that time-coherent augmentation cannot undo. Each smoothed box
-    is then grown about its (smooth) centre until it contains the raw box; the growth factor is itself a moving
-    mean of a moving max, so it is at least the factor needed on every frame and still changes smoothly.
+    Centre and log width/height get a centred moving average over 2 * half + 1 frames (a line fit near the ends):
+    detector jitter would otherwise become camera motion that time-coherent augmentation cannot undo. Each box
+    is then grown about its (smooth) centre until it contains the raw box; the growth factor is a 3-frame mean
+    of a 3-frame max of the factor needed per frame, so it covers every frame and changes smoothly while the box
+    stays tight (a growth window as long as the smoothing one loosens the hand box and loses true-hand overlap).
     """
     if half <= 0 or len(boxes) < 2:
         return list(boxes)
@@ -176,9 +185,9 @@ def smooth_track(frames: list[int], boxes: list[Box], half: int) -> list[Box]:
     b = np.asarray(boxes, dtype=np.float64)
     c = (b[:, :2] + b[:, 2:]) / 2.0
     logwh = np.log(np.maximum(b[:, 2:] - b[:, :2], 1e-6))
-    sc = np.stack([_moving_mean(c[:, k], half) for k in range(2)], axis=1)
-    shalf = np.exp(np.stack([_moving_mean(logwh[:, k], half) for k in range(2)], axis=1)) / 2.0
+    sc = np.stack([_line_smooth(c[:, k], half) for k in range(2)], axis=1)
+    shalf = np.exp(np.stack([_line_smooth(logwh[:, k], half) for k in range(2)], axis=1)) / 2.0
     need = np.maximum(np.abs(b[:, :2] - sc), np.abs(b[:, 2:] - sc)) / shalf  # per axis, to contain the raw box
-    grow = _moving_mean(_moving_max(np.maximum(need.max(axis=1), 1.0), half), half)[:, None]
+    grow = _moving_mean(_moving_max(np.maximum(need.max(axis=1), 1.0), 1), 1)[:, None]
     out = np.concatenate([sc - shalf * grow, sc + shalf * grow], axis=1)
     return [tuple(float(v) for v in row) for row in out]

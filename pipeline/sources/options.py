@@ -47,7 +47,7 @@ class DOH100Options:
     tracks: str = "tracks/boxes.csv"
     meta: str = "file/meta_100DOH_video.txt"
     target_fps: PositiveFloat | None = 15.0  # None keeps every native frame
-    max_gap: NonNegativeInt = 5  # native frames a track may miss (bridged by interpolation)
+    max_gap: NonNegativeInt = 8  # native frames a track may miss (bridged by interpolation)
     iou_min: Probability = 0.3  # a detection overlapping a track's last box this much may extend it ...
     max_shift: PositiveFloat = 0.5  # ... else its centre may move this much per frame, relative to the box size
     max_scale: PositiveFloat = 2.0  # box size may change at most by this factor between linked detections
@@ -56,7 +56,7 @@ class DOH100Options:
     min_detections: PositiveInt = 3  # a track with fewer detections is dropped (track_too_short)
     static_motion: NonNegativeFloat = 0.15  # centre spread / box size below which a place is static ...
     static_s: PositiveFloat = 2.0  # ... when detected there for this many seconds in all (track_static)
-    smooth_s: NonNegativeFloat = 0.1  # half-window of the box smoothing in seconds (0: raw boxes)
+    smooth_s: NonNegativeFloat = 0.3  # half-window of the box smoothing in seconds (0: raw boxes)
 
 
 @dataclass(frozen=True)
