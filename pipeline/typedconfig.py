@@ -205,7 +205,8 @@ def load(cls: type, data: Any, where: str, **fixed: Any) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {_describe(data)}")
-    types_ = {f.name: hints(cls)[f.name] for f in dataclasses.fields(cls) if f.init}
+    annotations = hints(cls)
+    types_ = {f.name: annotations[f.name] for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(k) for k in set(data) - set(types_))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(types_)}")
@@ -223,8 +224,9 @@ def load(cls: type, data: Any, where: str, **fixed: Any) -> Any:
 def check(obj: Any, where: str | None = None) -> None:
     """Check a dataclass built in code (not loaded) against its annotations: the same rules as `load`."""
     where = where or type(obj).__name__
+    annotations = hints(type(obj))
     for f in dataclasses.fields(obj):
-        coerce(hints(type(obj))[f.name], getattr(obj, f.name), f"{where}.{f.name}")
+        coerce(annotations[f.name], getattr(obj, f.name), f"{where}.{f.name}")
 
 
 def to_data(obj: Any) -> Any:

@@ -38,12 +38,12 @@ from pipeline.augment.torch_exec import model_input, normalised_theta
 from pipeline.errors import ConfigError, SkipError, StreamError
 from pipeline.evaluate.plots import new_figure, save_figure
 from pipeline.evaluate.report import plain_json
+from pipeline.evaluate.sweep import dataset_samples
 from pipeline.models.reconstructor import build_backbone
 from pipeline.stream import DatasetSpec, StreamConfig
 from pipeline.stream.batch import BatchBuilder, unpack
-from pipeline.stream.clipdata import ClipSample, parse_sample
+from pipeline.stream.clipdata import ClipSample
 from pipeline.stream.items import clip_items
-from pipeline.stream.shardlist import read_shard, resolve
 from pipeline.stream.stats import StreamStats
 from pipeline.train.components.probe import temporal_retrieval
 
@@ -63,15 +63,7 @@ EQUIVARIANCE_FRAMES = 64
 def _samples(spec: DatasetSpec, slot_size: int, stats: StreamStats) -> Iterator[ClipSample]:
     """The dataset's clip samples with at least two frames (a single frame has no temporal neighbour), in shard
     order."""
-    for url in resolve(spec).urls:
-        for raw in read_shard(url, stats.skip):
-            try:
-                clip = parse_sample(raw, url, slot_size)
-            except SkipError as exc:
-                stats.skip(exc.reason, str(exc))
-                continue
-            if clip.dataset == spec.select and clip.n >= 2:
-                yield clip
+    return (clip for clip in dataset_samples(spec, slot_size, stats) if clip.n >= 2)
 
 
 def _clip_batch(cfg: StreamConfig, clip: ClipSample, dataset_index: int) -> dict:

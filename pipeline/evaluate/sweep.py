@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 
 from pipeline.errors import SkipError, StreamError
-from pipeline.stream import StreamConfig
+from pipeline.stream import DatasetSpec, StreamConfig
 from pipeline.stream.batch import BatchBuilder, unpack
 from pipeline.stream.clipdata import ClipSample, parse_sample
 from pipeline.stream.items import clip_items, labelled_positions
@@ -32,20 +32,31 @@ def sweep_config(data: StreamConfig) -> StreamConfig:
                    executor="none")
 
 
+def dataset_samples(spec: DatasetSpec, slot_size: int, stats: StreamStats,
+                    read_timeout: float = 0.0) -> Iterator[ClipSample]:
+    """The parsed clip samples of one dataset in shard order; malformed ones are counted in `stats` and skipped."""
+    for url in resolve(spec).urls:
+        for raw in read_shard(url, stats.skip, read_timeout):
+            try:
+                clip = parse_sample(raw, url, slot_size)
+            except SkipError as exc:
+                stats.skip(exc.reason, str(exc))
+                continue
+            if clip.dataset == spec.select:
+                yield clip
+
+
 def _clips(cfg: StreamConfig, stats: StreamStats) -> Iterator[tuple[int, ClipSample]]:
     for d, spec in enumerate(cfg.datasets):
-        for url in resolve(spec).urls:
-            for raw in read_shard(url, stats.skip, cfg.read_timeout):
-                try:
-                    clip = parse_sample(raw, url, cfg.slot_size)
-                    if clip.dataset != spec.select or not in_split(cfg.split, clip.dataset, clip.sequence or "",
-                                                                   cfg.val_fraction, cfg.split_seed):
-                        continue
-                    clip.load_labels()
-                except SkipError as exc:
-                    stats.skip(exc.reason, str(exc))
-                    continue
-                yield d, clip
+        for clip in dataset_samples(spec, cfg.slot_size, stats, cfg.read_timeout):
+            if not in_split(cfg.split, clip.dataset, clip.sequence or "", cfg.val_fraction, cfg.split_seed):
+                continue
+            try:
+                clip.load_labels()
+            except SkipError as exc:
+                stats.skip(exc.reason, str(exc))
+                continue
+            yield d, clip
 
 
 def _items(cfg: StreamConfig, d: int, clip: ClipSample):

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pipeline.objectives import equivariant_nt_xent, nt_xent, time_contrastive
+from pipeline.train.components.checkpoint import RNGState
 from pipeline.train.config import ObjectiveConfig
 
 
@@ -100,16 +101,6 @@ def norm_stats_restored(model: nn.Module):
             m.num_batches_tracked.copy_(count)
 
 
-def _rng_state(device: torch.device) -> tuple:
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 @dataclass
 class StepFns:
     """How the trainer runs forward and backward (Accelerate's autocast / backward / no_sync, or plain DDP)."""
@@ -138,18 +129,18 @@ def step_gradients(model: nn.Module, micro: list[dict], cfg: ObjectiveConfig, fn
                 fns.backward(loss * size)
             total += float(loss.detach())
         return total
-    device = next(model.parameters()).device
+    rng = RNGState(next(model.parameters()).device)
     states, cached = [], []
     with torch.no_grad(), norm_stats_restored(model):
         for b in micro:
-            states.append(_rng_state(device))
+            states.append(rng.state_dict())
             cached.append(fns.forward(b).float())
     local = torch.cat(cached).requires_grad_(True)
     loss = objective_loss(cfg, gather(local), _gathered_meta(metas))
     (grad,) = torch.autograd.grad(loss, local)
     grads = grad.split([len(z) for z in cached])
     for i, (b, g, state) in enumerate(zip(micro, grads, states, strict=True)):
-        _set_rng_state(state, device)
+        rng.load_state_dict(state)
         ctx = fns.no_sync() if i < len(micro) - 1 else contextlib.nullcontext()
         with ctx:
             z = fns.forward(b)
