@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python -m benchmarks.sharding
 	$(BIN)/python -m benchmarks.stream
 	$(BIN)/python -m benchmarks.train_step
+	$(BIN)/python -m benchmarks.tracks  # needs ../shared/realdata (the six real hand videos)
 
 clean:
 	rm -rf $(VENV) .venv-detect *.egg-info .pytest_cache shards/sample shards/sample-eval shards/sample-data benchmarks/results runs
