@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARD_WORKERS ?= 2
+DEMO_MINUTES ?= 15
+DEMO_SEED ?= 0
+DEMO_OUT ?= runs/demo
 
-.PHONY: install detect-env lint test shards bench pretrain-smoke finetune-smoke sweep-smoke clean
+.PHONY: install detect-env lint test shards bench pretrain-smoke finetune-smoke sweep-smoke demo clean
 
 install: $(STAMP)
 
@@ -57,6 +60,11 @@ sweep-smoke: pretrain-smoke
 	$(BIN)/python launch/sweep.py --config launch/configs/finetune_smoke.yaml --eval-data shards/sample-eval \
 		--dataset freihand --fractions 0.5 0.75 1.0 --inits runs/smoke/encoder.safetensors random --seeds 0 1 \
 		--out runs/sweep_smoke --set logging.report_to=none --set logging.progress=false
+
+# The synthetic world through the whole pipeline: does pre-training help? (pipeline/demo; ~DEMO_MINUTES on 2 cores;
+# a rerun resumes, `rm -rf $(DEMO_OUT)` starts over)
+demo: install
+	$(BIN)/python launch/demo.py --out $(DEMO_OUT) --minutes $(DEMO_MINUTES) --seed $(DEMO_SEED) --workers $(SHARD_WORKERS)
 
 bench: install
 	$(BIN)/python -m benchmarks.sharding

@@ -7,8 +7,12 @@ positive, and the crop-centre displacement between consecutive written frames re
 
 "Before" is the code before the tracking rework (greedy same-side overlap linking, no filters, no smoothing),
 measured on 2026-11-21 with this same script on the previous `pipeline/sources/{boxes,doh100}.py`; its numbers
-are the BEFORE constants below. After (defaults max_gap 8, smooth_s 0.3; 2026-11-21): native yield 0.870,
-0 false-positive clips, jitter p90 0.0285 (0.49x), median clip 28 frames; 15 fps yield 0.501, p90 0.0495.
+are the BEFORE constants below. The first rework (Hungarian linking, filters, moving-average smoothing; max_gap 8)
+gave native yield 0.870, jitter p90 0.0285, 20 of 36 kept tracks written at 15 fps. Now (second boxes on one hand
+dropped, pieces of a hand stitched, local linear smoothing with sd smooth_s 0.25 s and per-axis growth;
+2026-11-21): native yield 0.918, 0 false-positive clips, jitter p90 0.0272 (0.46x), median clip 30 frames; 15 fps
+yield 0.543, p90 0.0467, 16 of 24 kept tracks written. Per video, `true_missed` says why true-hand detections are
+in no clip and `detections_dropped` how the reader counted the detections it dropped.
 Run as `python -m benchmarks.tracks`; writes benchmarks/results/tracks.json.
 """
 
@@ -20,12 +24,13 @@ import statistics
 import sys
 import tarfile
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.sharding.recipe import load_recipe
-from pipeline.sharding.run import shard
+from pipeline.sharding.run import TRACKS_REPORT, shard
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 RESULTS = Path(__file__).resolve().parent / "results" / "tracks.json"
@@ -143,6 +148,27 @@ def jitter(clips: list[dict]) -> list[float]:
     return out
 
 
+def _missed(true: list[dict], clips: list[dict]) -> dict[str, int]:
+    """Why true-hand detections are in no clip: no written clip holds their frame (their track was dropped or too
+    short), or one does but its box is elsewhere (on another hand, or lagging a fast hand)."""
+    out = Counter("box_elsewhere" if any(d["frame"] in c["index"] for c in clips) else "frame_not_in_clip"
+                  for d in true if not any(_covers(c, d) for c in clips))
+    return dict(sorted(out.items()))
+
+
+def _video_row(clips: list[dict], dets: list[dict], report: dict) -> dict:
+    true = [d for d in dets if not d["fp"]]
+    hands_inside = all(c["crop"][k][0] <= h[0] and c["crop"][k][1] <= h[1] and h[2] <= c["crop"][k][2]
+                       and h[3] <= c["crop"][k][3] for c in clips for k, h in enumerate(c["hand"]))
+    return {"clips": len(clips), "median_len": statistics.median([len(c["index"]) for c in clips]) if clips else 0,
+            "frames": sum(len(c["index"]) for c in clips),
+            "true_detections": len(true), "true_in_clips": sum(any(_covers(c, d) for c in clips) for d in true),
+            "true_missed": _missed(true, clips), "fp_clips": sum(_false_positive_clip(c, dets) for c in clips),
+            "hand_box_in_crop": hands_inside,
+            # the sharder's own accounting of the detections (tracks_report.json)
+            **{k: report[k] for k in ("detections", "detections_kept", "detections_dropped")}}
+
+
 def measure(root: Path, out: Path, target_fps: float | None, dets: list[dict]) -> dict:
     recipe = out.with_suffix(".yaml")
     recipe.write_text(f"name: tracks\nsharding: {{seed: 0, context: 2.5, store_size: 128, quality: 80, "
@@ -150,17 +176,9 @@ def measure(root: Path, out: Path, target_fps: float | None, dets: list[dict]) -
                       f"    options: {{parts: [video], target_fps: {'null' if target_fps is None else target_fps}}}\n")
     summary = shard(load_recipe(recipe), root, out, workers=2, progress=False)
     clips = written_clips(out)
-    per = {}
-    for video in sorted({d["video"] for d in dets}):
-        vc = [c for c in clips if c["video"] == video]
-        true = [d for d in dets if d["video"] == video and not d["fp"]]
-        hands_inside = all(c["crop"][k][0] <= h[0] and c["crop"][k][1] <= h[1] and h[2] <= c["crop"][k][2]
-                           and h[3] <= c["crop"][k][3] for c in vc for k, h in enumerate(c["hand"]))
-        per[video] = {"clips": len(vc), "median_len": statistics.median([len(c["index"]) for c in vc]) if vc else 0,
-                      "frames": sum(len(c["index"]) for c in vc),
-                      "true_detections": len(true), "true_in_clips": sum(any(_covers(c, d) for c in vc) for d in true),
-                      "fp_clips": sum(_false_positive_clip(c, [d for d in dets if d["video"] == video]) for c in vc),
-                      "hand_box_in_crop": hands_inside}
+    report = json.loads((out / TRACKS_REPORT).read_text())
+    per = {video: _video_row([c for c in clips if c["video"] == video], [d for d in dets if d["video"] == video],
+                             report[video]) for video in sorted({d["video"] for d in dets})}
     j = jitter(clips)
     total_true = sum(p["true_detections"] for p in per.values())
     return {"videos": per, "clips": len(clips), "frames": sum(p["frames"] for p in per.values()),
@@ -168,6 +186,7 @@ def measure(root: Path, out: Path, target_fps: float | None, dets: list[dict]) -
             "yield": sum(p["true_in_clips"] for p in per.values()) / total_true,
             "fp_clips": sum(p["fp_clips"] for p in per.values()),
             "jitter_median": float(np.median(j)), "jitter_p90": float(np.percentile(j, 90)),
+            "tracks_listed": summary["clips_in"],  # kept tracks; `clips` of them reach min_frames
             "listing_skips": summary["listing_skips"]["clips"], "skips": summary["skips"]["clips"]}
 
 
@@ -191,6 +210,8 @@ def main() -> None:
                   f"{m['fp_clips']:>8} {m['jitter_median']:>10.4f} {m['jitter_p90']:>10.4f}")
         print("        clips per video before/after: " + ", ".join(
             f"{v}: {BEFORE[name]['clips_per_video'][v]}/{p['clips']}" for v, p in a["videos"].items()))
+        print(f"        kept tracks reaching {MIN_FRAMES} frames: {a['clips']}/{a['tracks_listed']}; true detections "
+              "missed: " + ", ".join(f"{v}: {p['true_missed']}" for v, p in a["videos"].items()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"before": BEFORE, "after": after}, indent=1) + "\n")
     print(f"wrote {RESULTS}")

@@ -1,4 +1,5 @@
-"""`handclr` command line: sample-data, detect, shard, verify, inspect, mano-check, evaluate, embed-report, sweep."""
+"""`handclr` command line: sample-data, demo, detect, shard, verify, inspect, mano-check, evaluate, embed-report,
+sweep."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def _print_shard_summary(summary: dict) -> None:
 
 @_user_paths
 def cmd_sample_data(args: argparse.Namespace) -> int:
+    if args.world:
+        from pipeline.sampledata.world import generate_world, world_options_from
+
+        summary = generate_world(args.out, world_options_from(args.seed, args.set), args.workers,
+                                 progress=not args.quiet)
+        print(f"world written under {args.out}: {summary['frames']} frames ({summary['videos']} videos, "
+              f"{summary['train_sequences']} labelled and {summary['test_sequences']} test sequences) in "
+              f"{summary['wall_s']} s, {summary['frames_per_s_per_core']} frames/s/core; see world.json")
+        return 0
     from pipeline.sampledata import generate
 
     generate(args.out, seed=args.seed, ho3d_version=args.ho3d_version)
@@ -84,6 +94,15 @@ def cmd_shard(args: argparse.Namespace) -> int:
         summary = shard(recipe, Path(args.root), Path(args.out), workers=args.workers, part=args.part,
                         progress=not args.quiet)
     _print_shard_summary(summary)
+    return 0
+
+
+@_user_paths
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo.run import run_demo
+
+    report = run_demo(args.out, args.minutes, args.seed, args.workers, args.ablations, args.curves)
+    print(f"demo report: {report}")
     return 0
 
 
@@ -181,11 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("sample-data", help="write small copies of the four official dataset layouts")
+    p = sub.add_parser("sample-data", help="write small copies of the four official dataset layouts, or (--world) "
+                                           "the synthetic hand-video world")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ho3d-version", type=int, choices=(2, 3), default=3)
+    p.add_argument("--world", action="store_true", help="render the synthetic hand-video world (100DOH raw videos, "
+                                                        "HO-3D v3 training and test sequences) instead")
+    p.add_argument("--workers", type=int, default=1, help="world: rendering processes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="world: a WorldOptions field (pipeline/sampledata/world.py), e.g. videos=8 or "
+                        "motion.period_s=1")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("demo", help="the synthetic world through the whole pipeline: does pre-training help? "
+                                    "(launch/demo.py)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--minutes", type=float, default=15.0, help="scales every budget together (15: ~15 min, 2 cores)")
+    p.add_argument("--seed", type=int, default=0, help="the world's seed")
+    p.add_argument("--workers", type=int, default=2, help="world rendering and sharding processes")
+    p.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
+                   help="also pre-train PeCLR and SimCLR (default: when minutes >= 30)")
+    p.add_argument("--curves", action=argparse.BooleanOptionalAction, default=None,
+                   help="also fine-tune at 5, 25 and 100 %% labels for the label-efficiency plot (default: when "
+                        "minutes >= 22.5)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("detect", help="per-frame hand boxes and landmarks for raw videos (MediaPipe, run in "
                                       "the separate .venv-detect built by `make detect-env`)")

@@ -26,7 +26,7 @@ MANO_FILE = "mano/MANO_RIGHT.pkl"  # the synthetic model every labelled FreiHAND
 FREIHAND_ROOT = 9  # keypoint (middle MCP) that FreiHAND's MANO uv / scale place (toolkit: HandModel.pose_by_root)
 
 
-def _jpeg(path: Path, rgb: np.ndarray, quality: int = 92) -> None:
+def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 92) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     path.write_bytes(buf.tobytes())
@@ -81,9 +81,9 @@ def hanco(root: Path, rng: np.random.Generator, sequences: int = 2, frames: int 
                 uv = project(K, cam)
                 truth["kp3d"][(sid, c, fid)] = cam
                 img = _frame_image(rng, 224, 224, uv, box_from_keypoints(uv, 224, 224, 1.2))
-                _jpeg(root / "rgb" / f"{sid:04d}" / f"cam{c}" / f"{fid:08d}.jpg", img)
+                write_jpeg(root / "rgb" / f"{sid:04d}" / f"cam{c}" / f"{fid:08d}.jpg", img)
                 if sid == 0:
-                    _jpeg(root / "rgb_merged" / f"{sid:04d}" / f"cam{c}" / f"{fid:08d}.jpg", img[:, :, ::-1])
+                    write_jpeg(root / "rgb_merged" / f"{sid:04d}" / f"cam{c}" / f"{fid:08d}.jpg", img[:, :, ::-1])
         meta["is_train"].append([sid == 0] * frames)
         meta["subject_id"].append([sid] * frames)
         meta["is_valid"].append([True] * frames)
@@ -109,7 +109,7 @@ def _ho3d_clip(model: HandModel, rng, frames: int, centre, phase: float) -> Hand
     return model.place(pose, shape, np.asarray(centre) + _drift(frames, phase), flat_hand_mean=True, tips="ho3d")
 
 
-def _ho3d_meta_train(hands: Hands, i: int, K: np.ndarray) -> dict:
+def ho3d_meta(hands: Hands, i: int, K: np.ndarray) -> dict:
     """HO-3D's meta for frame i: OpenGL axes (F = diag(1, -1, -1)), HO-3D joint order. MANO(handPose, handBeta,
     handTrans) = F MANO(pose, shape, trans) needs handPose's global orientation F R and handTrans = F (j0 + trans)
     - j0, since MANO rotates about its rest wrist j0 (the posed wrist minus trans)."""
@@ -124,7 +124,7 @@ def _ho3d_meta_train(hands: Hands, i: int, K: np.ndarray) -> dict:
             "objName": "003_cracker_box", "objCorners3D": np.zeros((8, 3), np.float32), "objLabel": 1}
 
 
-def _pickle(path: Path, meta: dict) -> None:
+def write_pickle(path: Path, meta: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(meta, protocol=2))
 
@@ -134,7 +134,7 @@ def ho3d(root: Path, rng: np.random.Generator, version: int = 3, frames: int = 2
     """train/{ABF10,MC1} with meta pickles (MC1/0005 unannotated), evaluation/SM1 with handBoundingBox."""
     model = _model(model)
     ext = ".jpg" if version == 3 else ".png"
-    write = _jpeg if version == 3 else _png
+    write = write_jpeg if version == 3 else _png
     K = np.array([[615.0, 0, 320.0], [0, 615.0, 240.0], [0, 0, 1]])
     truth = {"frames": {}, "boxes": {}, "kp3d": {}, "mano": {}, "unlabelled": ["MC1/0005"]}
     listed = []
@@ -146,7 +146,7 @@ def ho3d(root: Path, rng: np.random.Generator, version: int = 3, frames: int = 2
             box = box_from_keypoints(uv, 640, 480)
             write(root / "train" / seq / "rgb" / f"{i:04d}{ext}", _frame_image(rng, 480, 640, uv, box))
             _png(root / "train" / seq / "depth" / f"{i:04d}.png", np.zeros((8, 8, 3), np.uint8))
-            meta = _ho3d_meta_train(hands, i, K)
+            meta = ho3d_meta(hands, i, K)
             if f"{seq}/{i:04d}" in truth["unlabelled"]:
                 meta = {k: None for k in meta}
             else:
@@ -154,7 +154,7 @@ def ho3d(root: Path, rng: np.random.Generator, version: int = 3, frames: int = 2
                 truth["kp3d"][(f"train_{seq}", i)] = hands.joints[i]
                 truth["mano"][(f"train_{seq}", i)] = (hands.pose[i], hands.shape[i])
             truth["boxes"][(f"train_{seq}", i)] = box
-            _pickle(root / "train" / seq / "meta" / f"{i:04d}.pkl", meta)
+            write_pickle(root / "train" / seq / "meta" / f"{i:04d}.pkl", meta)
     (root / "train.txt").write_text("\n".join(listed) + "\n")
     eval_listed = []
     truth["frames"]["evaluation_SM1"] = eval_frames
@@ -163,7 +163,7 @@ def ho3d(root: Path, rng: np.random.Generator, version: int = 3, frames: int = 2
         uv = project(K, hands.joints[i])
         box = box_from_keypoints(uv, 640, 480, 1.3)
         write(root / "evaluation" / "SM1" / "rgb" / f"{i:04d}{ext}", _frame_image(rng, 480, 640, uv, box))
-        _pickle(root / "evaluation" / "SM1" / "meta" / f"{i:04d}.pkl",
+        write_pickle(root / "evaluation" / "SM1" / "meta" / f"{i:04d}.pkl",
                 {"handJoints3D": (hands.joints[i, 0] @ OPENGL_TO_OPENCV).astype(np.float32),
                  "handBoundingBox": np.array(box, np.float32), "camMat": K.astype(np.float32), "objName": "x"})
         truth["boxes"][("evaluation_SM1", i)] = box
@@ -211,7 +211,7 @@ def doh100(root: Path, rng: np.random.Generator, video_frames: int = 60) -> dict
         img = texture(rng, H, W)
         for box, _ in hands:
             _flat_hand(rng, img, box)
-        _jpeg(root / VOC / "JPEGImages" / f"{stem}.jpg", img)
+        write_jpeg(root / VOC / "JPEGImages" / f"{stem}.jpg", img)
         (root / VOC / "Annotations").mkdir(parents=True, exist_ok=True)
         (root / VOC / "Annotations" / f"{stem}.xml").write_text(_voc_xml(stem, W, H, hands))
         voc_sets["test" if n == 2 else "trainval"].append(stem)
@@ -226,7 +226,7 @@ def doh100(root: Path, rng: np.random.Generator, video_frames: int = 60) -> dict
         box = (0.2 + 0.3 * n, 0.25, 0.4 + 0.3 * n, 0.65)
         img = texture(rng, H, W)
         _flat_hand(rng, img, (box[0] * W, box[1] * H, box[2] * W, box[3] * H))
-        _jpeg(root / "raw" / rel, img)
+        write_jpeg(root / "raw" / rel, img)
         table[rel] = [{"x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "contact_state": 3,
                        "hand_side": "r" if n == 0 else "l", "obj_bbox": None}]
         truth["json_hands"] += 1
@@ -291,10 +291,10 @@ def _freihand_split(root: Path, rng, model: HandModel, split: str, n: int, versi
     for i in range(n):
         uv = project(Ks[i], hands.joints[i])
         for version in range(versions):
-            _jpeg(root / split / "rgb" / f"{i + n * version:08d}.jpg",
+            write_jpeg(root / split / "rgb" / f"{i + n * version:08d}.jpg",
                   _frame_image(rng, 224, 224, uv, box_from_keypoints(uv, 224, 224, 1.2)))
             if split == "training":
-                _jpeg(root / split / "mask" / f"{i + n * version:08d}.jpg", np.zeros((224, 224, 3), np.uint8))
+                write_jpeg(root / split / "mask" / f"{i + n * version:08d}.jpg", np.zeros((224, 224, 3), np.uint8))
     # scale.json: the metric length of a reference bone (the toolkit's pred.py); here the middle finger's first bone.
     bone = np.linalg.norm(hands.joints[:, 10] - hands.joints[:, FREIHAND_ROOT], axis=1)
     for name, data in (("K", Ks.tolist()), ("xyz", hands.joints.tolist()), ("verts", hands.verts.tolist()),

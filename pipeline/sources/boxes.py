@@ -1,4 +1,5 @@
-"""Pure hand-box helpers: validity, boxes from keypoints, gap interpolation, track linking, filtering, smoothing."""
+"""Pure hand-box helpers: validity, boxes from keypoints, gap interpolation, track linking and stitching,
+filtering, smoothing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.signal import savgol_filter
 
 Box = tuple[float, float, float, float]
 
@@ -54,6 +54,13 @@ def iou(a: Box, b: Box) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def _cover(a: Box, b: Box) -> float:
+    """Intersection of two boxes over the smaller one's area."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / max(min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])), 1e-12)
 
 
 @dataclass
@@ -107,6 +114,23 @@ def link_cost(track: list[Detection], det: Detection, p: LinkParams) -> float:
     return 1.0 - overlap + shift + (p.side_cost if det.side != track_side(track) else 0.0)
 
 
+def split_duplicates(detections: list[Detection], overlap: float) -> tuple[list[Detection], list[Detection]]:
+    """(kept, duplicates): a duplicate overlaps a higher-scored box of its frame by at least `overlap` of the
+    smaller box's area. MediaPipe reports one hand twice, its tracker's box and a fresh palm detection, often
+    with opposite labels; the second box would start a fragment track and steal the hand's next boxes from its
+    track. Two different hands rarely hide most of one box inside the other."""
+    by_frame: dict[int, list[Detection]] = {}
+    for det in detections:
+        by_frame.setdefault(det.frame, []).append(det)
+    duplicates: list[Detection] = []
+    for dets in by_frame.values():
+        kept: list[Detection] = []
+        for det in sorted(dets, key=lambda d: -d.score):
+            (duplicates if any(_cover(det.box, k.box) >= overlap for k in kept) else kept).append(det)
+    ids = {id(d) for d in duplicates}
+    return [d for d in detections if id(d) not in ids], duplicates
+
+
 def link_tracks(detections: list[Detection], p: LinkParams) -> list[list[Detection]]:
     """Link detections into tracks, frame by frame, with a one-to-one assignment (Hungarian, on `link_cost`)
     between the tracks seen within `max_gap` frames and the frame's detections; an unassigned detection starts
@@ -133,6 +157,75 @@ def link_tracks(detections: list[Detection], p: LinkParams) -> list[list[Detecti
         active.extend([d] for di, d in enumerate(dets) if di not in used)
     done.extend(active)
     return sorted(done, key=lambda t: (t[0].frame, t[0].box))
+
+
+@dataclass(frozen=True)
+class StitchParams:
+    """Gates of `stitch_tracks`, in native frames and box sizes."""
+
+    max_gap: int = 8  # frames between any two pieces joined (as in linking: bridged by interpolation) ...
+    fragment: int = 15  # ... but a piece spanning fewer frames (a fragment) ...
+    fragment_gap: int = 30  # ... of the same side may be this many frames from its neighbour's nearest detection
+    jump: float = 1.0  # centre distance / box size at most jump * sqrt(frames elapsed)
+    max_scale: float = 2.0  # box size ratio across the join, at most
+    side_cost: float = 0.3  # added cost when the two pieces' handedness votes disagree
+
+
+def _step_cost(a: Detection, b: Detection, gap: int, p: StitchParams) -> float:
+    """Centre distance per sqrt(elapsed frames), relative to the smaller box, from `a` to the later `b` (inf when
+    a gate refuses). A hand-held camera shakes the image by up to about a box per frame, back and forth, so the
+    distance grows like a random walk's, with the square root of the time, not linearly."""
+    dt = b.frame - a.frame
+    ratio = _size(b.box) / _size(a.box)
+    if dt - 1 > gap or not 1.0 / p.max_scale <= ratio <= p.max_scale:
+        return np.inf
+    step = float(np.linalg.norm(_centre(b.box) - _centre(a.box))) / min(_size(a.box), _size(b.box)) / np.sqrt(dt)
+    return step if step <= p.jump else np.inf
+
+
+def attach_cost(host: list[Detection], piece: list[Detection], p: StitchParams) -> float:
+    """Cost of putting `piece` into `host`, before, after or into a gap of it (inf when it does not fit): the
+    larger `_step_cost` from the host's detection before the piece and to the one after it, plus `side_cost`
+    when the handedness votes disagree. The host may have no detection within the piece's frames (a hand is not
+    in two places at once). Only a fragment with the host's side may be `fragment_gap` frames away: the longer
+    the gap, the less the geometry tells two hands apart, so the vote must agree."""
+    first, last = piece[0].frame, piece[-1].frame
+    if any(first <= d.frame <= last for d in host):
+        return np.inf
+    same_side = track_side(host) == track_side(piece)
+    gap = p.fragment_gap if last - first + 1 < p.fragment and same_side else p.max_gap
+    before = [d for d in host if d.frame < first][-1:]
+    after = [d for d in host if d.frame > last][:1]
+    steps = [_step_cost(b, piece[0], gap, p) for b in before] + [_step_cost(piece[-1], a, gap, p) for a in after]
+    return max(steps) + (0.0 if same_side else p.side_cost)
+
+
+def stitch_tracks(tracks: list[list[Detection]], p: StitchParams) -> list[list[Detection]]:
+    """Join tracks that are one hand, cheapest join (`attach_cost`) first, until none fits. Frame-by-frame linking
+    splits a hand where the image jumps (a shaking camera, motion blur, a missed stretch) into pieces, some too
+    short to be clips; joined, their detections end up in a clip. Only a short piece (a fragment, which alone
+    would be lost) may be joined across a gap longer than linking bridges: between two long tracks, two clips
+    are safer than one interpolated through the gap. Tracks come out ordered by first frame."""
+    pieces: list[list[Detection] | None] = [list(t) for t in tracks]
+    reach = max(p.max_gap, p.fragment_gap) + 1
+
+    def costs_with(i: int) -> dict[tuple[int, int], float]:
+        """Finite costs, keyed (piece, host), of the joins of track i with the tracks within reach in time."""
+        a, out = pieces[i], {}
+        for j, b in enumerate(pieces):
+            if j != i and b is not None and a[0].frame - reach <= b[-1].frame and b[0].frame - reach <= a[-1].frame:
+                out.update({(i, j): attach_cost(b, a, p), (j, i): attach_cost(a, b, p)})
+        return {k: c for k, c in out.items() if np.isfinite(c)}
+
+    costs: dict[tuple[int, int], float] = {}
+    for i in range(len(pieces)):
+        costs.update(costs_with(i))
+    while costs:
+        piece, host = min(costs, key=lambda k: (costs[k], k))
+        pieces[host] = sorted(pieces[host] + pieces[piece], key=lambda d: d.frame)
+        pieces[piece] = None
+        costs = {k: c for k, c in costs.items() if piece not in k and host not in k} | costs_with(host)
+    return sorted((t for t in pieces if t is not None), key=lambda t: (t[0].frame, t[0].box))
 
 
 def static_tracks(tracks: list[list[Detection]], fps: float, static_motion: float, static_s: float) -> set[int]:
@@ -162,32 +255,46 @@ def _moving_mean(values: np.ndarray, half: int) -> np.ndarray:
     return np.mean(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
 
 
-def _line_smooth(values: np.ndarray, half: int) -> np.ndarray:
-    """Mean over +-half samples; within half of an end, the line fitted to the first / last window (so a steady
-    motion is not lagged there). Savitzky-Golay of order 1, the window cut to the series when shorter."""
-    window = min(2 * half + 1, len(values) - 1 + len(values) % 2)
-    return savgol_filter(values, window, 1, mode="interp") if window >= 3 else values.copy()
+def local_linear(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Local linear regression with Gaussian weights (sd `sigma` samples, cut at 3 sd): at each sample, the value
+    at that sample of the line fitted to its neighbours. Inside a series that is the Gaussian-weighted mean; near
+    an end the fit turns one-sided, so a steady motion is not lagged there, and the weights fade smoothly (a
+    moving average's hard window edges jerk the result each time a noisy sample enters or leaves).
+    Series under 3 samples (the line through them is the data) and sigma under 0.1 are returned as they are."""
+    if len(values) < 3 or sigma < 0.1:
+        return np.array(values, dtype=np.float64)
+    k = np.arange(-int(np.ceil(3 * sigma)), int(np.ceil(3 * sigma)) + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / sigma) ** 2)
+
+    def sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        win = np.lib.stride_tricks.sliding_window_view(np.pad(x, len(k) // 2), len(k))  # win[t, j] = x[t + k[j]]
+        return win @ w, win @ (w * k), win @ (w * k * k)
+
+    s0, s1, s2 = sums(np.ones(len(values)))
+    t0, t1, _ = sums(np.asarray(values, dtype=np.float64))
+    return (s2 * t0 - s1 * t1) / (s0 * s2 - s1 * s1)
 
 
-def smooth_track(frames: list[int], boxes: list[Box], half: int) -> list[Box]:
+def smooth_track(frames: list[int], boxes: list[Box], sigma: float) -> list[Box]:
     """Boxes of one track at consecutive native frames, smoothed over time so the crop does not shake.
 
-    Centre and log width/height get a centred moving average over 2 * half + 1 frames (a line fit near the ends):
-    detector jitter would otherwise become camera motion that time-coherent augmentation cannot undo. Each box
-    is then grown about its (smooth) centre until it contains the raw box; the growth factor is a 3-frame mean
-    of a 3-frame max of the factor needed per frame, so it covers every frame and changes smoothly while the box
-    stays tight (a growth window as long as the smoothing one loosens the hand box and loses true-hand overlap).
+    Centre and log width/height are smoothed by `local_linear` (Gaussian sd `sigma` frames): detector jitter
+    would otherwise become camera motion that time-coherent augmentation cannot undo. Each box is then grown
+    about its (smooth) centre until it contains the raw box, per axis: the growth factor of an axis is a 3-frame
+    mean of a 3-frame max of the factor needed per frame, so it covers every frame and changes smoothly. Growing
+    both axes by the larger factor would loosen the box around a hand that lags in one direction only and lose
+    its overlap with the detection.
     """
-    if half <= 0 or len(boxes) < 2:
+    if sigma <= 0 or len(boxes) < 2:
         return list(boxes)
     if np.any(np.diff(frames) != 1):
         raise ValueError("smooth_track needs boxes at consecutive frames")
     b = np.asarray(boxes, dtype=np.float64)
     c = (b[:, :2] + b[:, 2:]) / 2.0
     logwh = np.log(np.maximum(b[:, 2:] - b[:, :2], 1e-6))
-    sc = np.stack([_line_smooth(c[:, k], half) for k in range(2)], axis=1)
-    shalf = np.exp(np.stack([_line_smooth(logwh[:, k], half) for k in range(2)], axis=1)) / 2.0
+    sc = np.stack([local_linear(c[:, k], sigma) for k in range(2)], axis=1)
+    shalf = np.exp(np.stack([local_linear(logwh[:, k], sigma) for k in range(2)], axis=1)) / 2.0
     need = np.maximum(np.abs(b[:, :2] - sc), np.abs(b[:, 2:] - sc)) / shalf  # per axis, to contain the raw box
-    grow = _moving_mean(_moving_max(np.maximum(need.max(axis=1), 1.0), 1), 1)[:, None]
+    grow = np.stack([_moving_mean(_moving_max(np.maximum(need[:, k], 1.0), 1), 1) for k in range(2)], axis=1)
     out = np.concatenate([sc - shalf * grow, sc + shalf * grow], axis=1)
     return [tuple(float(v) for v in row) for row in out]

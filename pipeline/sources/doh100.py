@@ -1,9 +1,9 @@
 """100 Days of Hands: annotated frames (VOC XML and JSON releases) and raw videos with box tracks.
 
 Annotated frames become single-frame clips, one per hand. Raw videos are decoded sequentially by the
-sharder (decord); their per-frame hand boxes come from a box-track file (see `read_box_tracks`) linked
-into tracks (one-to-one per frame), implausible tracks dropped, boxes smoothed; each track is a clip, subsampled
-to `target_fps`.
+sharder (decord); their per-frame hand boxes come from a box-track file (see `read_box_tracks`): second boxes
+on one hand dropped, the rest linked into tracks (one-to-one per frame), the pieces of one hand stitched,
+implausible tracks dropped, boxes smoothed; each track is a clip, subsampled to `target_fps`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from pipeline.sources.base import Clip, Frame, Source, ascii_number, utf8_names
 from pipeline.sources.boxes import (
     Detection,
     LinkParams,
+    StitchParams,
     interpolate_boxes,
     link_tracks,
     smooth_track,
+    split_duplicates,
     static_tracks,
+    stitch_tracks,
     track_side,
 )
 from pipeline.sources.files import (
@@ -183,8 +186,8 @@ def subsample(first: int, last: int, native_fps: float, target_fps: float | None
 class DOH100(Source):
     """Options: parts (subset of voc, json, video; default: those present), voc_dir, image_sets (VOC),
     json_splits (default [trainval, test]), videos (dir of <video_id>.<ext>), tracks (box-track CSV),
-    meta (video table), target_fps (default 15; None keeps every frame), and the track knobs (linking, filters,
-    smoothing) documented in `DOH100Options`."""
+    meta (video table), target_fps (default 15; None keeps every frame), and the track knobs (duplicates, linking,
+    stitching, filters, smoothing) documented in `DOH100Options`."""
 
     Options = DOH100Options
 
@@ -313,20 +316,30 @@ class DOH100(Source):
 
     def _tracks(self, video_id: str, fps: float, detections: list[Detection], counter: SkipCounter,
                 row: dict) -> list[list[Detection]]:
-        """Linked tracks that may be hands; the others are counted listing skips by reason."""
+        """Linked and stitched tracks that may be hands; the rest is counted by reason, as listing skips and in
+        the video's report row (detections = detections_kept + the detections_dropped)."""
         o = self.options
-        tracks = link_tracks(detections, LinkParams(o.iou_min, o.max_gap, o.max_shift, o.max_scale, o.side_cost))
+        detections, duplicates = split_duplicates(detections, o.duplicate_overlap)
+        for d in duplicates:
+            counter.skip("box_same_hand", f"{video_id}: frame {d.frame}: box {d.box} overlaps a higher-scored box "
+                                          f"of the frame", frames=1)
+        link = LinkParams(o.iou_min, o.max_gap, o.max_shift, o.max_scale, o.side_cost)
+        stitch = StitchParams(o.max_gap, round(o.fragment_s * fps), round(o.fragment_gap_s * fps), o.stitch_jump,
+                              o.max_scale, o.side_cost)
+        tracks = stitch_tracks(link_tracks(detections, link), stitch)
         static = static_tracks(tracks, fps, o.static_motion, o.static_s)
-        kept, dropped = [], Counter()
+        kept, dropped, dropped_dets = [], Counter(), Counter(box_same_hand=len(duplicates))
         for t, track in enumerate(tracks):
             reason = "track_too_short" if len(track) < o.min_detections else "track_static" if t in static else None
             if reason is None:
                 kept.append(track)
                 continue
             dropped[reason] += 1
+            dropped_dets[reason] += len(track)
             counter.skip(reason, f"{video_id}: track of {len(track)} detections in frames {track[0].frame}-"
                                  f"{track[-1].frame}", frames=len(track), clips=1)
-        row.update(tracks=len(tracks), tracks_dropped=dict(sorted(dropped.items())))
+        row.update(tracks=len(tracks), tracks_dropped=dict(sorted(dropped.items())),
+                   detections_kept=sum(len(t) for t in kept), detections_dropped=dict(sorted((+dropped_dets).items())))
         return kept
 
     def _video_clips(self, video_id: str, video: Path, fps: float, detections: list[Detection],
@@ -338,7 +351,7 @@ class DOH100(Source):
             span = list(range(track[0].frame, track[-1].frame + 1))
             known = {d.frame: d.box for d in track}
             boxes = smooth_track(span, interpolate_boxes(span, [known.get(i) for i in span]),
-                                 round(self.options.smooth_s * fps))
+                                 self.options.smooth_s * fps)
             indices = subsample(span[0], span[-1], fps, target)
             frames = [Frame(source_id=f"{video_id}/{i:08d}", index=i, video_index=i, box=boxes[i - span[0]])
                       for i in indices]
@@ -350,7 +363,8 @@ class DOH100(Source):
 
 def tracks_report(report: dict[str, dict], manifest: list[dict]) -> dict[str, dict]:
     """Per-video table of a 100DOH raw-video listing (`DOH100.report`) completed with what was written
-    (manifest rows): detections in, tracks linked and dropped by reason, clips and frames listed and written."""
+    (manifest rows): detections in, kept and dropped by reason, tracks linked and dropped by reason, clips and
+    frames listed and written."""
     out = {}
     for video_id, row in sorted(report.items()):
         prefix = safe_id(f"{video_id}_track")

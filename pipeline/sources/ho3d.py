@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from pipeline.sources.files import LIST, layout_text
 from pipeline.sources.options import HO3DOptions
 from pipeline.sources.safe_pickle import load_restricted
 
+if TYPE_CHECKING:
+    import smplx
+
 SPLITS = ("train", "evaluation")
 
 
@@ -30,6 +35,24 @@ def _sorted_entries(directory: Path) -> list[Path]:
         return sorted(directory / name for name in os.listdir(directory))
     except OSError:
         return []
+
+
+@lru_cache(maxsize=2)
+def _mano_layer(path: str) -> smplx.MANO:
+    """HO-3D's MANO (flat_hand_mean=True), built once per sharder worker."""
+    from pipeline.models.mano import build_mano_layer
+
+    return build_mano_layer(path, flat_hand_mean=True).double()
+
+
+def mano_vertices(path: str, pose: np.ndarray, beta: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """[778, 3] vertices of one HO-3D fit in its own (OpenGL) camera frame."""
+    import torch
+
+    t = [torch.as_tensor(np.asarray(a, np.float64).reshape(1, -1)) for a in (pose, beta, trans)]
+    with torch.no_grad():
+        out = _mano_layer(path)(global_orient=t[0][:, :3], hand_pose=t[0][:, 3:], betas=t[1], transl=t[2])
+    return out.vertices[0].numpy()
 
 
 def detect_version(root, split_dirs) -> int:
@@ -104,10 +127,14 @@ class HO3D(Source):
             kp3d = (joints @ OPENGL_TO_OPENCV.T)[MANO_TO_FREIHAND]
             pose = np.asarray(meta["handPose"], dtype=np.float64).reshape(48)
             beta = np.asarray(meta["handBeta"], dtype=np.float64).reshape(10)
+            trans = np.asarray(meta["handTrans"], dtype=np.float64).reshape(3) if self.options.mano_model else None
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SkipError("annotation_malformed", f"{frame.annotation}: bad or missing field ({exc!r})") from exc
         uv = project(K, kp3d)
         width, height = self.options.image_size
         frame.box = box_from_keypoints(uv, width, height)
+        verts = None
+        if trans is not None:
+            verts = mano_vertices(str(self.root / self.options.mano_model), pose, beta, trans) @ OPENGL_TO_OPENCV.T
         frame.labels = Labels(K=K, kp3d=kp3d, kp2d=uv, mano_pose=rotate_global_orient(pose, OPENGL_TO_OPENCV),
-                              mano_shape=beta)
+                              mano_shape=beta, verts=verts)

@@ -35,6 +35,9 @@ class HO3DOptions:
     splits: list[Literal["train", "evaluation"]] | None = None  # default: both, where present
     fps: PositiveFloat | None = None  # HO-3D publishes none
     image_size: tuple[PositiveInt, PositiveInt] = (640, 480)  # clips boxes derived from joints
+    # A MANO_RIGHT.pkl (absolute, or relative to the root): the training frames then also carry the mesh
+    # vertices MANO(handPose, handBeta, handTrans) gives, as HO-3D's own evaluation derives them (MPVPE, F-score).
+    mano_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,16 @@ class DOH100Options:
     max_scale: PositiveFloat = 2.0  # box size may change at most by this factor between linked detections
     side_cost: NonNegativeFloat = 0.3  # link-cost penalty for a handedness label against the track's vote
     min_score: Probability = 0.5
+    duplicate_overlap: Probability = 0.7  # a box covering this much of a higher-scored one of its frame (of the
+    # smaller's area) is the same hand reported twice: dropped before linking (box_same_hand)
+    stitch_jump: PositiveFloat = 1.0  # linked tracks are joined when the centre moves at most this x the box size
+    # x sqrt(frames elapsed) (a shaking camera jumps the image by up to about a box per frame) ...
+    fragment_s: NonNegativeFloat = 0.5  # ... across max_gap frames; a track spanning under this many seconds ...
+    fragment_gap_s: NonNegativeFloat = 1.0  # ... of the same side across this many (alone it would be lost)
     min_detections: PositiveInt = 3  # a track with fewer detections is dropped (track_too_short)
     static_motion: NonNegativeFloat = 0.15  # centre spread / box size below which a place is static ...
     static_s: PositiveFloat = 2.0  # ... when detected there for this many seconds in all (track_static)
-    smooth_s: NonNegativeFloat = 0.3  # half-window of the box smoothing in seconds (0: raw boxes)
+    smooth_s: NonNegativeFloat = 0.25  # sd of the Gaussian weights of the box smoothing in seconds (0: raw boxes)
 
 
 @dataclass(frozen=True)
