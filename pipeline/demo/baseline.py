@@ -18,6 +18,8 @@ from pipeline.sampledata.posing import HandModel
 from pipeline.sources.ho3d import mano_vertices
 from pipeline.sources.safe_pickle import load_restricted
 
+BASELINE_FILE = "baseline.json"
+
 
 def _metas(root: Path) -> list[dict]:
     return [load_restricted(p) for p in sorted(root.glob("train/*/meta/*.pkl"))]

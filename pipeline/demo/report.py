@@ -11,12 +11,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import atomic_write_text
+from pipeline.demo.baseline import BASELINE_FILE
 from pipeline.evaluate.curves import EVALUATION, POINT_FILE, RESULTS, curves_figure, summarise
 from pipeline.evaluate.plots import save_figure
 
 METRICS = {"pa_mpjpe": ("PA-MPJPE (mm)", "lower"), "pa_mpvpe": ("PA-MPVPE (mm)", "lower"),
            "auc_pa_mpjpe_0_50": ("AUC PA-PCK 0-50 mm", "higher")}
 REPORT = "report.md"
+FLOOR_MARGIN = 0.1  # PA-MPJPE at least 10 % below the mean hand's counts as having learned from the pixels
+FLOOR_NOTE = ("The mean hand: the training sequences' mean articulation and shape, predicted for every test frame "
+              "(Procrustes alignment supplies the rotation); a model near it learned nothing about the fingers from "
+              "the pixels.")
 
 
 def point_rows(finetune_dir: Path) -> list[dict]:
@@ -57,7 +62,9 @@ def _cell(s: dict) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
 
 
-def results_table(rows: list[dict], fraction: float) -> tuple[list[str], dict[str, dict[str, dict]]]:
+def results_table(rows: list[dict], fraction: float, floor: dict | None = None
+                  ) -> tuple[list[str], dict[str, dict[str, dict]]]:
+    """The markdown table at `fraction` (one row per initialisation, then the mean-hand floor) and its stats."""
     inits = sorted({r["init"] for r in rows if r["fraction"] == fraction}, key=lambda n: (n == "random", n))
     stats = {i: {m: spread([r[m] for r in rows if r["init"] == i and r["fraction"] == fraction]) for m in METRICS}
              for i in inits}
@@ -66,6 +73,8 @@ def results_table(rows: list[dict], fraction: float) -> tuple[list[str], dict[st
     for i in inits:
         n = max(s.get("n", 0) for s in stats[i].values())
         lines.append(f"| {i} | {n} | " + " | ".join(_cell(stats[i][m]) for m in METRICS) + " |")
+    if floor:
+        lines.append("| mean hand (no image) | – | " + " | ".join(f"{floor[m]:.2f}" for m in METRICS) + " |")
     return lines, stats
 
 
@@ -82,6 +91,21 @@ def _effects(stats: dict[str, dict[str, dict]]) -> tuple[list[str], dict]:
                              f"every {init} seed better than every random seed: "
                              f"{'yes' if e['ranges_separate'] else 'no'}")
     return lines, found
+
+
+def verdict(stats: dict[str, dict[str, dict]], floor: dict | None) -> str:
+    """One sentence on whether the models left the mean-hand floor: a gain between models that did not learn
+    the fingers is not a gain from pre-training."""
+    if not floor or not stats:
+        return ""
+    best = min((s["pa_mpjpe"]["mean"], name) for name, s in stats.items() if s["pa_mpjpe"].get("n"))
+    margin = 1 - best[0] / floor["pa_mpjpe"]
+    if margin < FLOOR_MARGIN:
+        return (f"**No initialisation left the floor**: the best ({best[1]}, {best[0]:.2f} mm) is within "
+                f"{100 * FLOOR_MARGIN:.0f} % of the mean hand ({floor['pa_mpjpe']:.2f} mm) or worse, so the "
+                "differences above are not evidence that pre-training helps at this budget.")
+    return (f"The best initialisation ({best[1]}, {best[0]:.2f} mm) is {100 * margin:.0f} % below the mean hand "
+            f"({floor['pa_mpjpe']:.2f} mm): the models learned the fingers from the pixels.")
 
 
 def _stage_lines(seconds: dict[str, float]) -> list[str]:
@@ -118,13 +142,15 @@ def _world_lines(out: Path) -> list[str]:
 def write_report(out: Path, budget: Any, seconds: dict[str, float]) -> Path:
     """Write OUT/report.md (and OUT/report.json with the same numbers); returns the markdown's path."""
     rows = point_rows(out / "finetune")
-    table, stats = results_table(rows, budget.label_fraction)
+    floor_path = out / BASELINE_FILE
+    floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
+    table, stats = results_table(rows, budget.label_fraction, floor)
     effect_lines, effects = _effects(stats)
     lines = ["# handclr demo: does pre-training help?", "", *_world_lines(out), "",
              f"Fine-tuning the MANO head at label fraction {budget.label_fraction:g} for {budget.finetune_steps} "
              f"steps after {budget.pretrain_steps} pre-training steps (budget {budget.minutes:g} min); evaluated on "
              f"the held-out test sequences. Cells: mean ± sample std [min, max] over seeds {list(budget.seeds)}.",
-             "", *table, "", *effect_lines, ""]
+             "", *table, "", FLOOR_NOTE, "", *effect_lines, "", verdict(stats, floor), ""]
     if len({r["fraction"] for r in rows}) > 1:
         summary = summarise([{**r, "pa_mpvpe": r.get("pa_mpvpe")} for r in rows])
         save_figure(curves_figure(summary), out / "curves.png")
@@ -132,7 +158,8 @@ def write_report(out: Path, budget: Any, seconds: dict[str, float]) -> Path:
     lines += ["## Embeddings (held-out test sequences)", "", *_embedding_lines(out), "",
               "## Wall time", "", *_stage_lines(seconds), ""]
     atomic_write_text(out / "report.json", json.dumps({"rows": rows, "stats": stats, "effects": effects,
-                                                       "seconds": seconds}, indent=1, allow_nan=False))
+                                                       "mean_hand": floor, "seconds": seconds}, indent=1,
+                                                      allow_nan=False))
     path = out / REPORT
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from pipeline.atomic import atomic_write_text
+from pipeline.demo.baseline import BASELINE_FILE, mean_hand_baseline
 from pipeline.demo.report import write_report
 from pipeline.errors import HandclrError
-from pipeline.evaluate.curves import EvalArgs, Init, Point, results_path, run_point
+from pipeline.evaluate.curves import EvalArgs, Init, Point, latest_checkpoint, results_path, run_point
 from pipeline.evaluate.embedding import embedding_report
 from pipeline.sampledata.world import WORLD_FILE, WorldOptions, generate_world
 from pipeline.sharding.recipe import load_recipe
@@ -121,7 +122,8 @@ def demo_config(out: Path, name: str, steps: int) -> Path:
 def _pretrain(out: Path, budget: Budget, objective: str) -> Path:
     run_dir = out / "pretrain" / objective
     config = demo_config(out, "demo_tempclr.yaml", budget.pretrain_steps)
-    train(load_config(config, [f"objective.name={objective}", f"checkpoint.dir={json.dumps(str(run_dir))}"]))
+    cfg = load_config(config, [f"objective.name={objective}", f"checkpoint.dir={json.dumps(str(run_dir))}"])
+    train(cfg, resume=latest_checkpoint(run_dir))
     return run_dir / "encoder.safetensors"
 
 
@@ -129,7 +131,8 @@ def _finetune_points(out: Path, budget: Budget) -> list[Point]:
     inits = [Init(name, str(out / "pretrain" / name / "encoder.safetensors"))
              for name in ("tempclr", *budget.ablations)] + [Init("random", "random")]
     fractions = sorted({budget.label_fraction, *budget.curve_fractions})
-    return [Point(f, init, seed) for init in inits for f in fractions for seed in budget.seeds
+    # seed-major order: an interrupted demo has compared every initialisation on the same seeds so far
+    return [Point(f, init, seed) for seed in budget.seeds for f in fractions for init in inits
             if f == budget.label_fraction or init.name in ("tempclr", "random")]
 
 
@@ -158,6 +161,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, minutes: float = REFERENCE_MINUTES, 
     for point in _finetune_points(out, budget):
         stages.run(f"finetune+evaluate ({point.id})", lambda p=point: results_path(finetunes, p).is_file(),
                    lambda p=point: run_point(config, [], p, finetunes, eval_args))
+    stages.run("mean-hand baseline", lambda: (out / BASELINE_FILE).is_file(),
+               lambda: atomic_write_text(out / BASELINE_FILE, json.dumps(mean_hand_baseline(world), indent=1)))
     encoders = [str(out / "pretrain" / o / "encoder.safetensors") for o in ("tempclr", *budget.ablations)]
     stages.run("embedding report", lambda: (out / "embedding" / "report.json").is_file(),
                lambda: embedding_report(str(test), ["ho3d"], [*encoders, "random"], out / "embedding",

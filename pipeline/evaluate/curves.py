@@ -131,7 +131,8 @@ class EvalArgs:
     device: str | None = None
 
 
-def _resume(run_dir: Path) -> str | None:
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """LATEST when run_dir holds a complete checkpoint to resume from, else None (a fresh start)."""
     try:
         resolve_checkpoint(run_dir, LATEST)
     except TrainError:
@@ -150,7 +151,7 @@ def run_point(base_config: str | Path, overrides: list[str], point: Point, out_d
     atomic_write_text(run_dir / POINT_FILE, json.dumps(point.record(), indent=1))
     if not (run_dir / LAST).is_file():  # the trainer writes the last model only when the schedule is done
         cfg = load_config(base_config, ["task=finetune", *overrides, *point.overrides(run_dir)])
-        train(cfg, resume=_resume(run_dir))
+        train(cfg, resume=latest_checkpoint(run_dir))
         gc.collect()  # the run's loader iterators sit in reference cycles: end their workers before the next fork
         if not (run_dir / LAST).is_file():
             return "stopped"

@@ -63,7 +63,16 @@ def scene_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         else:
             cv2.line(img, (x, y), (int(rng.integers(0, w)), int(rng.integers(0, h))), colour,
                      int(rng.integers(2, 12)))
-    return no_green(cv2.GaussianBlur(img, (0, 0), 1.2))
+    return no_green(mute(cv2.GaussianBlur(img, (0, 0), 1.2), float(rng.uniform(0.2, 0.5)), 0.75))
+
+
+def mute(img: np.ndarray, saturation: float, contrast: float) -> np.ndarray:
+    """Colours pulled towards their grey by `saturation` and greys towards mid-grey by `contrast`: rooms are
+    mostly muted walls and furniture, not the saturated noise the scene starts from."""
+    x = img.astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + saturation * (x - grey)
+    return np.clip(128 + contrast * (x - 128), 0, 255).astype(np.uint8)
 
 
 def camera_views(rng: np.random.Generator, scene: np.ndarray, frames: int, fps: float, height: int,
