@@ -85,3 +85,18 @@ def test_a_forged_jpeg_header_is_refused_before_decoding():
     with pytest.raises(SkipError, match=r"header says \(30000, 30000\)"):
         decode_into(memoryview(bytes(data)), (16, 16), dst, (0, 0), 0)
     assert time.perf_counter() - start < 1.0
+
+
+def test_every_shipped_recipe_and_config_loads():
+    """Typed loading checks every key and value of the shipped sharding recipes and training configs."""
+    from pipeline.sharding.recipe import load_recipe
+    from pipeline.train.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    recipes = sorted((repo / "shards").glob("*.yaml"))
+    configs = sorted((repo / "launch" / "configs").glob("*.yaml"))
+    assert len(recipes) >= 6 and len(configs) >= 12
+    for path in recipes:
+        assert load_recipe(path).sources, path
+    for path in configs:
+        assert load_config(path).data.datasets, path

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.atomic import atomic_write_text
 from pipeline.demo.baseline import BASELINE_FILE
-from pipeline.evaluate.curves import EVALUATION, POINT_FILE, RESULTS, curves_figure, summarise
+from pipeline.evaluate.curves import collect, curves_figure, summarise
 from pipeline.evaluate.plots import save_figure
 
 METRICS = {"pa_mpjpe": ("PA-MPJPE (mm)", "lower"), "pa_mpvpe": ("PA-MPVPE (mm)", "lower"),
@@ -26,13 +26,7 @@ FLOOR_NOTE = ("The mean hand: the training sequences' mean articulation and shap
 
 def point_rows(finetune_dir: Path) -> list[dict]:
     """One row per evaluated fine-tuning point: fraction, init, seed and the METRICS."""
-    rows = []
-    for record in sorted(finetune_dir.glob(f"*/{POINT_FILE}")):
-        results = record.parent / EVALUATION / RESULTS
-        if results.is_file():
-            metrics = json.loads(results.read_text())["metrics"]
-            rows.append({**json.loads(record.read_text()), **{m: metrics.get(m) for m in METRICS}})
-    return rows
+    return collect(finetune_dir, METRICS)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -98,7 +92,10 @@ def verdict(stats: dict[str, dict[str, dict]], floor: dict | None) -> str:
     the fingers is not a gain from pre-training."""
     if not floor or not stats:
         return ""
-    best = min((s["pa_mpjpe"]["mean"], name) for name, s in stats.items() if s["pa_mpjpe"].get("n"))
+    measured = [(s["pa_mpjpe"]["mean"], name) for name, s in stats.items() if s["pa_mpjpe"].get("n")]
+    if not measured:
+        return "**No fine-tuning run produced a finite PA-MPJPE.**"
+    best = min(measured)
     margin = 1 - best[0] / floor["pa_mpjpe"]
     if margin < FLOOR_MARGIN:
         return (f"**No initialisation left the floor**: the best ({best[1]}, {best[0]:.2f} mm) is within "

@@ -4,7 +4,8 @@ world -> shards (+ verify) -> TempCLR pre-training -> fine-tuning at a small lab
 encoder and from random initialisation, several seeds each -> evaluation on held-out sequences -> embedding
 report -> OUT/report.md. Everything runs in this one process (one torch import, no launcher), stage by stage;
 a stage whose outputs exist is skipped, so an interrupted demo resumes where it stopped. `minutes` scales every
-budget together (world size, pre-training and fine-tuning steps); 15 fits 2 CPU cores.
+budget together (world size, pre-training and fine-tuning steps); 15 fits 2 CPU cores, a fresh
+clone's `make install` included.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "launch" / "configs"
 RECIPES = Path(__file__).resolve().parents[2] / "shards"
 REFERENCE_MINUTES = 15.0
 DEFAULT_OUT = "runs/demo"  # the configs' paths start with it; a demo elsewhere rebases them
-STAGES_FILE = "stages.json"
+STAGES_FILE, BUDGET_FILE = "stages.json", "budget.json"
+VERIFIED = "verified.json"  # beside a shard set's summary once `verify --deep` found nothing
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,8 @@ class Budget:
     """What `minutes` buys (at the reference, 15 minutes on 2 CPU cores)."""
 
     minutes: float = REFERENCE_MINUTES
-    pretrain_steps: int = 240
-    finetune_steps: int = 150
+    pretrain_steps: int = 200
+    finetune_steps: int = 130
     seeds: tuple[int, ...] = (0, 1, 2)
     label_fraction: float = 0.1
     ablations: tuple[str, ...] = ()  # more pre-training objectives (peclr, simclr), same budget each
@@ -84,6 +86,8 @@ class Stages:
             self.seconds = json.loads(self.path.read_text())
 
     def run(self, name: str, done: Callable[[], bool], work: Callable[[], object]) -> None:
+        """Run `work` unless `done()`; a stage whose outputs are still missing afterwards (a stop signal ended
+        its training after a checkpoint) ends the demo: the next run resumes it."""
         if done():
             print(f"demo: {name}: done before, skipped")
             return
@@ -91,6 +95,8 @@ class Stages:
         start = time.perf_counter()
         work()
         gc.collect()  # a training run's loader iterators sit in reference cycles: end their workers now
+        if not done():
+            raise HandclrError(f"demo: {name} stopped before finishing; run the demo again to resume it")
         self.seconds[name] = round(time.perf_counter() - start, 1)
         atomic_write_text(self.path, json.dumps(self.seconds, indent=1))
         print(f"demo: {name}: {self.seconds[name]:.0f} s", flush=True)
@@ -144,12 +150,12 @@ def run_demo(out: str | Path = DEFAULT_OUT, minutes: float = REFERENCE_MINUTES, 
     out.mkdir(parents=True, exist_ok=True)
     world, shards, test = out / "world", out / "shards" / "world", out / "shards" / "world_test"
     stages = Stages(out / STAGES_FILE)
-    atomic_write_text(out / "budget.json", json.dumps({"seed": seed, **budget.__dict__}, indent=1))
+    _claim(out, {"seed": seed, **budget.__dict__})
 
     stages.run("world", lambda: (world / WORLD_FILE).is_file(),
                lambda: generate_world(world, budget.world(seed), workers, progress=False))
     for recipe, target in (("world.yaml", shards), ("world_test.yaml", test)):
-        stages.run(f"shards ({recipe})", lambda t=target: (t / "summary.json").is_file(),
+        stages.run(f"shards ({recipe})", lambda t=target: (t / VERIFIED).is_file(),
                    lambda r=recipe, t=target: _shard(r, world, t, workers))
     for objective in ("tempclr", *budget.ablations):
         stages.run(f"pretrain ({objective})",
@@ -170,11 +176,24 @@ def run_demo(out: str | Path = DEFAULT_OUT, minutes: float = REFERENCE_MINUTES, 
     return write_report(out, budget, stages.seconds)
 
 
+def _claim(out: Path, budget: dict) -> None:
+    """Record the demo's seed and budget in OUT, or refuse OUT when it holds another demo's: its finished stages
+    would be skipped and mixed into this report."""
+    path = out / BUDGET_FILE
+    if path.is_file():
+        held = json.loads(path.read_text())
+        if held != json.loads(json.dumps(budget)):
+            raise HandclrError(f"{out} holds a demo with seed {held.get('seed')} and {held.get('minutes')} minutes "
+                               f"({path}): use another --out, or remove it to start over")
+    atomic_write_text(path, json.dumps(budget, indent=1))
+
+
 def _shard(recipe: str, world: Path, target: Path, workers: int) -> None:
     summary = shard(load_recipe(RECIPES / recipe), world, target, workers=workers, progress=False)
     problems = verify(target, deep=True)
     if problems:
         raise HandclrError(f"verify {target}: " + "; ".join(problems[:5]))
+    atomic_write_text(target / VERIFIED, json.dumps({"deep": True, "problems": 0}))
     lost = summary["frames_in"] - summary["frames_written"]
     print(f"  {recipe}: {summary['frames_written']} frames in {summary['samples']} samples"
           + (f", {lost} frames skipped (see summary.json)" if lost else ""))

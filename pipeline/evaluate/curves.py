@@ -160,14 +160,14 @@ def run_point(base_config: str | Path, overrides: list[str], point: Point, out_d
     return "ran"
 
 
-def collect(out_dir: str | Path) -> list[dict]:
-    """One row per evaluated point under out_dir: the point and its METRICS (None where not measured)."""
+def collect(out_dir: str | Path, metrics=METRICS) -> list[dict]:
+    """One row per evaluated point under out_dir: the point and its `metrics` (None where not measured)."""
     rows = []
     for record in sorted(Path(out_dir).glob(f"*/{POINT_FILE}")):
         results = record.parent / EVALUATION / RESULTS
         if results.is_file():
-            metrics = json.loads(results.read_text())["metrics"]
-            rows.append({**json.loads(record.read_text()), **{m: metrics.get(m) for m in METRICS}})
+            measured = json.loads(results.read_text())["metrics"]
+            rows.append({**json.loads(record.read_text()), **{m: measured.get(m) for m in metrics}})
     return sorted(rows, key=lambda r: (r["init"], r["fraction"], r["seed"]))
 
 

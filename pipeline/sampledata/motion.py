@@ -3,8 +3,9 @@
 Everything is a keyframed trajectory (a keyframe every `period_s` seconds, monotone cubic in between), so
 frames a few apart hold similar poses and frames seconds apart differ: the property TempCLR's positives and
 negatives rely on. Finger curls bend each finger's three joints about the axis perpendicular to the finger and
-the palm normal of the model's rest pose, which keeps the hands plausible with the synthetic MANO model and the
-licensed one alike (both are right hands, palm towards -z, fingers along +y at rest).
+the palm normal. The axes and views assume the synthetic MANO model's rest frame (`mano_synthetic`: palm
+towards -z, fingers along +y); the licensed model lies otherwise in its frame (fingers along -x), so a world of
+licensed hands would first need its rest frame rotated into this one.
 """
 
 from __future__ import annotations
@@ -37,33 +38,40 @@ class MotionOptions:
     lateral: tuple[float, float] = (0.2, 0.12)  # |x| / z and |y| / z bounds of the hand's centre
 
 
-def keyframe_times(frames: int, fps: float, period_s: float) -> np.ndarray:
+def keyframe_times(duration: float, period_s: float) -> np.ndarray:
     """Keyframe times in seconds covering [0, duration], one before and after so the ends are not clamped."""
-    duration = (frames - 1) / fps
     return np.arange(-1, int(np.ceil(duration / period_s)) + 2) * period_s
 
 
-def smooth_track(rng: np.random.Generator, frames: int, fps: float, period_s: float, lo, hi) -> np.ndarray:
-    """[frames, D] values uniform in [lo, hi] at keyframes, monotone cubic in between (never overshoots)."""
+def exposure_times(frames: int, fps: float, samples: int) -> np.ndarray:
+    """[frames, samples] instants of each frame's exposure (one frame period long), centred on the frame's time
+    i / fps: the average of renders at these instants is the motion-blurred frame whose label is at i / fps."""
+    offsets = ((np.arange(samples) + 0.5) / samples - 0.5) / fps
+    return np.arange(frames)[:, None] / fps + offsets
+
+
+def smooth_track(rng: np.random.Generator, times: np.ndarray, period_s: float, lo, hi) -> np.ndarray:
+    """[len(times), D] values uniform in [lo, hi] at keyframes, monotone cubic in between (never overshoots);
+    `times` (seconds) lie within one period of [0, times.max()]."""
     lo, hi = np.atleast_1d(np.asarray(lo, np.float64)), np.atleast_1d(np.asarray(hi, np.float64))
-    knots = keyframe_times(frames, fps, period_s)
+    knots = keyframe_times(float(times.max()), period_s)
     values = rng.uniform(lo, hi, (len(knots), len(lo)))
-    return PchipInterpolator(knots, values, axis=0)(np.arange(frames) / fps)
+    return PchipInterpolator(knots, values, axis=0)(times)
 
 
-def rotation_track(rng: np.random.Generator, frames: int, fps: float, opts: MotionOptions) -> Rotation:
+def rotation_track(rng: np.random.Generator, times: np.ndarray, opts: MotionOptions) -> Rotation:
     """Orientations as a camera filming a hand sees them: the palm or the back towards the camera (the rest pose
     shows the palm), an in-plane roll within +-roll_range of fingers-up swinging by +-roll, and a tilt out of the
     image plane scattered by N(0, tilt_sigma) per axis at each keyframe; a C2 spline in between. Stationary,
     unlike a random walk: over a clip the hand turns back and forth instead of drifting through every
     orientation (uniformly random orientations, the hand seen end-on along its fingers as often as face-on, are
     not what hand video shows)."""
-    knots = keyframe_times(frames, fps, opts.period_s)
+    knots = keyframe_times(float(times.max()), opts.period_s)
     view = Rotation.from_euler("y", np.pi if rng.random() < opts.back_share else 0.0)
     roll = np.pi + rng.uniform(-opts.roll_range, opts.roll_range) + rng.uniform(-opts.roll, opts.roll, len(knots))
     tilt = Rotation.from_rotvec(rng.normal(0.0, opts.tilt_sigma, (len(knots), 3)))
     keys = Rotation.from_euler("z", roll[:, None]) * view * tilt
-    return RotationSpline(knots, keys)(np.arange(frames) / fps)
+    return RotationSpline(knots, keys)(times)
 
 
 def curl_axes(rest_joints: np.ndarray) -> np.ndarray:
@@ -87,17 +95,17 @@ def finger_pose(curls: np.ndarray, spreads: np.ndarray, axes: np.ndarray) -> np.
     return pose.reshape(len(curls), 45)
 
 
-def hand_motion(rng: np.random.Generator, frames: int, fps: float, rest_joints: np.ndarray,
+def hand_motion(rng: np.random.Generator, times: np.ndarray, rest_joints: np.ndarray,
                 opts: MotionOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Pose [frames, 48] (global orientation, fingers) and placement [frames, 3] (the hand's centre x, y and its
-    wrist depth z, camera frame) of one clip."""
+    """Pose [T, 48] (global orientation, fingers) and placement [T, 3] (the hand's centre x, y and its wrist
+    depth z, camera frame) of one clip at `times` [T] (seconds)."""
     lo = [opts.curl[0]] * 4 + [opts.thumb_curl[0]]
     hi = [opts.curl[1]] * 4 + [opts.thumb_curl[1]]
-    curls = smooth_track(rng, frames, fps, opts.period_s, lo, hi)
-    spreads = smooth_track(rng, frames, fps, opts.period_s, [-opts.spread] * 5, [opts.spread] * 5)
-    orient = rotation_track(rng, frames, fps, opts).as_rotvec()
-    depth = smooth_track(rng, frames, fps, 2 * opts.period_s, opts.depth[0], opts.depth[1])
+    curls = smooth_track(rng, times, opts.period_s, lo, hi)
+    spreads = smooth_track(rng, times, opts.period_s, [-opts.spread] * 5, [opts.spread] * 5)
+    orient = rotation_track(rng, times, opts).as_rotvec()
+    depth = smooth_track(rng, times, 2 * opts.period_s, opts.depth[0], opts.depth[1])
     bounds = np.array(opts.lateral)
-    xy = smooth_track(rng, frames, fps, 2 * opts.period_s, -bounds, bounds) * depth
+    xy = smooth_track(rng, times, 2 * opts.period_s, -bounds, bounds) * depth
     pose = np.concatenate([orient, finger_pose(curls, spreads, curl_axes(rest_joints))], axis=1)
     return pose, np.concatenate([xy, depth], axis=1)

@@ -1,7 +1,8 @@
 """A CPU rasteriser for one closed-ish triangle mesh: back faces culled, the rest painted far to near.
 
-Painter's order is exact for a hand (no interpenetrating faces at pixel scale) and costs one OpenCV polygon fill
-per front face (~1 ms for MANO's 1538 faces), so a clip renders at video rates on one core with no GPU and no
+Painter's order by face centroid depth is approximate (a large face can sort wrongly against a small one in
+front of it) but right for a hand's small faces at these sizes, and costs one OpenCV polygon fill per front face
+(~1 ms for MANO's 1538 faces), so a clip renders at video rates on one core with no GPU and no
 renderer dependency. Faces are flat-shaded (Lambert + ambient), which makes self-occlusion and the hand's
 orientation visible in the pixels. Camera: OpenCV axes (x right, y down, z forward), at the origin.
 """

@@ -75,15 +75,15 @@ def mute(img: np.ndarray, saturation: float, contrast: float) -> np.ndarray:
     return np.clip(128 + contrast * (x - 128), 0, 255).astype(np.uint8)
 
 
-def camera_views(rng: np.random.Generator, scene: np.ndarray, frames: int, fps: float, height: int,
+def camera_views(rng: np.random.Generator, scene: np.ndarray, times: np.ndarray, height: int,
                  width: int) -> list[np.ndarray]:
     """The scene as seen by a camera that pans (up to the scene margin) and zooms (+-8 %) smoothly."""
     h, w = scene.shape[:2]
-    zoom = smooth_track(rng, frames, fps, 2.0, 0.92, 1.08)[:, 0]
+    zoom = smooth_track(rng, times, 2.0, 0.92, 1.08)[:, 0]
     free = np.array([w - width * 1.08, h - height * 1.08]) / 2
-    pan = smooth_track(rng, frames, fps, 2.0, -free, free)
+    pan = smooth_track(rng, times, 2.0, -free, free)
     views = []
-    for i in range(frames):
+    for i in range(len(times)):
         cx, cy = w / 2 + pan[i, 0], h / 2 + pan[i, 1]
         s = zoom[i]
         # frame pixel (u, v) shows scene pixel (cx + (u - width/2) / s, cy + (v - height/2) / s)
@@ -93,13 +93,13 @@ def camera_views(rng: np.random.Generator, scene: np.ndarray, frames: int, fps: 
     return views
 
 
-def lighting(rng: np.random.Generator, frames: int, fps: float) -> Lighting:
+def lighting(rng: np.random.Generator, times: np.ndarray) -> Lighting:
     """Brightness drifting within +-15 %, a per-clip colour temperature, a light that swings around the camera."""
     tint = rng.uniform(-0.08, 0.08)
-    brightness = smooth_track(rng, frames, fps, 1.5, 0.85, 1.15)
+    brightness = smooth_track(rng, times, 1.5, 0.85, 1.15)
     gain = brightness * np.array([1 + tint, 1.0, 1 - tint])
-    swing = smooth_track(rng, frames, fps, 1.5, [-0.8, -0.8], [0.8, 0.8])
-    light = np.concatenate([swing, -np.ones((frames, 1))], axis=1)
+    swing = smooth_track(rng, times, 1.5, [-0.8, -0.8], [0.8, 0.8])
+    light = np.concatenate([swing, -np.ones((len(times), 1))], axis=1)
     return Lighting(gain, light / np.linalg.norm(light, axis=1, keepdims=True), float(rng.uniform(0.3, 0.5)))
 
 

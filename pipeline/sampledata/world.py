@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +34,12 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_write_text
+from pipeline.errors import HandclrError
 from pipeline.geometry import project
 from pipeline.models.mano import load_mano
 from pipeline.models.mano_synthetic import write_synthetic_mano
 from pipeline.sampledata.layouts import MANO_FILE, ho3d_meta, write_jpeg, write_pickle
-from pipeline.sampledata.motion import MotionOptions, hand_motion
+from pipeline.sampledata.motion import MotionOptions, exposure_times, hand_motion
 from pipeline.sampledata.posing import SHAPE_SIGMA, HandModel, Hands
 from pipeline.sampledata.raster import face_normals, paint_mesh, shade
 from pipeline.sampledata.scene import PALM_LIFT, camera_views, lighting, occluder, scene_image, sensor, skin
@@ -49,21 +51,25 @@ from pipeline.typedconfig import (
     Probability,
     apply_override,
     load,
+    ranged,
     to_data,
 )
 
-KINDS = {"video": 0, "train": 1, "test": 2}  # part of each clip's seed
+# Random streams, each seeded by (world seed, stream, index): a clip's content, a video's side, a sequence's JPEG
+# quality. Named so that a new one cannot reuse another's number.
+STREAMS = {"video": 0, "train": 1, "test": 2, "side": 3, "jpeg": 4}
 MARK = np.array([0.0, 255.0, 0.0])  # colour of the label-check mark: the middle fingertip's cap
 MARK_JOINT = 12  # FreiHAND order: middle fingertip (HO-3D tips: a mesh vertex)
 MARK_RADIUS = 0.006  # m: faces with a vertex this close to the tip vertex at rest (big enough to survive JPEG)
 WORLD_FILE = "world.json"
+WORLD_PARTS = ("doh100", "ho3d", "ho3d_test", "mano")
 
 
 @dataclass(frozen=True)
 class WorldOptions:
     """Sizes and appearance of a world; the defaults are `make demo`'s."""
 
-    seed: NonNegativeInt = 0
+    seed: ranged(int, ge=0, lt=2**32) = 0  # one word of each clip's SeedSequence entropy
     videos: NonNegativeInt = 48  # unlabelled 100DOH raw videos
     video_frames: PositiveInt = 120
     sequences: NonNegativeInt = 24  # labelled HO-3D training sequences
@@ -71,14 +77,14 @@ class WorldOptions:
     test_sequences: NonNegativeInt = 12  # held-out labelled sequences
     test_frames: PositiveInt = 40
     fps: PositiveFloat = 30.0
-    width: PositiveInt = 320
-    height: PositiveInt = 240
+    width: ranged(int, ge=64) = 320
+    height: ranged(int, ge=64) = 240
     focal: PositiveFloat = 300.0
     left_share: Probability = 0.3  # videos mirrored into left hands
     occluder_share: Probability = 0.3  # clips with an object sweeping in front of the hand
     noise: NonNegativeFloat = 2.0  # sensor read noise, grey levels
     motion_blur: PositiveInt = 2  # sub-frame renders averaged per frame (1: none)
-    jpeg_quality: tuple[PositiveInt, PositiveInt] = (75, 95)
+    jpeg_quality: tuple[ranged(int, ge=1, le=100), ranged(int, ge=1, le=100)] = (75, 95)  # low, high
     marks: bool = False  # paint the middle fingertip pure green (label-check tests)
     motion: MotionOptions = field(default_factory=MotionOptions)
 
@@ -116,35 +122,38 @@ def _boxes(uv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndar
 
 
 def render_clip(opts: WorldOptions, mano_path: str, kind: str, index: int, frames: int) -> RenderedClip:
-    """Render one clip (see the module docstring); deterministic in (opts.seed, kind, index)."""
-    rng = np.random.default_rng([opts.seed, KINDS[kind], index])
+    """Render one clip (see the module docstring); deterministic in (opts.seed, kind, index). A frame is the mean
+    of `motion_blur` renders at instants spread evenly over its exposure and centred on its time, where its
+    labels are taken."""
+    rng = np.random.default_rng([opts.seed, STREAMS[kind], index])
     model, faces, rest_joints, palm = _model(mano_path)
-    s = opts.motion_blur
-    pose, place = hand_motion(rng, frames * s, opts.fps * s, rest_joints, opts.motion)
-    shape = np.repeat(rng.normal(0.0, SHAPE_SIGMA, (1, 10)), frames * s, axis=0)
-    fine = model.place(pose, shape, place, flat_hand_mean=True, tips="ho3d")
+    label_t = np.arange(frames) / opts.fps
+    exposure = exposure_times(frames, opts.fps, opts.motion_blur)
+    pose, place = hand_motion(rng, np.concatenate([label_t, exposure.ravel()]), rest_joints, opts.motion)
+    shape = np.repeat(rng.normal(0.0, SHAPE_SIGMA, (1, 10)), len(pose), axis=0)
+    posed = model.place(pose, shape, place, flat_hand_mean=True, tips="ho3d")
     tone = skin(rng)
     albedo = np.where(palm[:, None], np.minimum(tone * PALM_LIFT, 255), tone)
-    mark_faces = _cap(model, faces, _tip_vertex(fine, MARK_JOINT)) if opts.marks else None
-    views = camera_views(rng, scene_image(rng, opts.height, opts.width), frames, opts.fps, opts.height, opts.width)
-    light = lighting(rng, frames * s, opts.fps * s)
+    mark_faces = _cap(model, faces, _tip_vertex(posed, MARK_JOINT)) if opts.marks else None
+    views = camera_views(rng, scene_image(rng, opts.height, opts.width), label_t, opts.height, opts.width)
+    light = lighting(rng, label_t)
     blocker = occluder(rng, opts.height, opts.width) if rng.random() < opts.occluder_share else None
-    K = opts.K
+    K, duration = opts.K, max(label_t[-1], 1e-9)
     out = []
     for i in range(frames):
         acc = np.zeros((opts.height, opts.width, 3), np.float32)
-        for j in range(i * s, (i + 1) * s):
+        for j in range(opts.motion_blur):
+            k = frames + i * opts.motion_blur + j  # row of this instant in `posed`
             img = views[i].copy()
-            colours = shade(face_normals(fine.verts[j], faces), albedo, light.light[j], light.ambient)
+            colours = shade(face_normals(posed.verts[k], faces), albedo, light.light[i], light.ambient)
             if mark_faces is not None:
                 colours[mark_faces] = MARK
-            paint_mesh(img, fine.verts[j], faces, K, colours)
+            paint_mesh(img, posed.verts[k], faces, K, colours)
             if blocker is not None:
-                blocker.draw(img, j / max(1, frames * s - 1))
+                blocker.draw(img, float(np.clip(exposure[i, j] / duration, 0.0, 1.0)))
             acc += img
-        out.append(sensor(acc / s, light.gain[i * s + s // 2], opts.noise, rng))
-    mid = np.arange(frames) * s + s // 2
-    hands = Hands(fine.pose[mid], fine.shape[mid], fine.trans[mid], fine.joints[mid], fine.verts[mid])
+        out.append(sensor(acc / opts.motion_blur, light.gain[i], opts.noise, rng))
+    hands = Hands(*(getattr(posed, f)[:frames] for f in ("pose", "shape", "trans", "joints", "verts")))
     uv = np.stack([project(K, v) for v in hands.verts])
     boxes, inside = _boxes(uv, opts.width, opts.height)
     return RenderedClip(out, hands, boxes, inside)
@@ -174,6 +183,8 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise HandclrError(f"{path}: OpenCV cannot write MPEG-4 (mp4v) video here")
     for img in frames:
         writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -185,11 +196,11 @@ def video_id(opts: WorldOptions, index: int) -> str:
 
 def _video_clip(opts: WorldOptions, mano: str, out: Path, index: int) -> dict:
     clip = render_clip(opts, mano, "video", index, opts.video_frames)
-    left = np.random.default_rng([opts.seed, 3, index]).random() < opts.left_share
+    left = np.random.default_rng([opts.seed, STREAMS["side"], index]).random() < opts.left_share
     frames, boxes = clip.frames, clip.boxes.copy()
     if left:  # a left hand: the mirror image of a right one
         frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
-        boxes[:, [0, 2]] = opts.width - boxes[:, [2, 0]]
+        boxes[:, [0, 2]] = np.clip(opts.width - 1 - boxes[:, [2, 0]], 0, opts.width)  # column c -> W - 1 - c
     vid = video_id(opts, index)
     _write_video(out / "doh100" / "raw_videos" / f"{vid}.mp4", frames, opts.fps)
     rows = [f"{vid},{i},{b[0]:.2f},{b[1]:.2f},{b[2]:.2f},{b[3]:.2f},{'L' if left else 'R'},1.00"
@@ -205,7 +216,8 @@ def _sequence_clip(opts: WorldOptions, mano: str, out: Path, kind: str, index: i
     n = opts.sequence_frames if kind == "train" else opts.test_frames
     clip = render_clip(opts, mano, kind, index, n)
     root = out / ("ho3d" if kind == "train" else "ho3d_test") / "train" / sequence_name(kind, index)
-    quality = np.random.default_rng([opts.seed, 4, KINDS[kind], index]).integers(*opts.jpeg_quality, endpoint=True)
+    jpeg_rng = np.random.default_rng([opts.seed, STREAMS["jpeg"], STREAMS[kind], index])
+    quality = jpeg_rng.integers(min(opts.jpeg_quality), max(opts.jpeg_quality), endpoint=True)
     for i, img in enumerate(clip.frames):
         write_jpeg(root / "rgb" / f"{i:04d}.jpg", img, int(quality))
         write_pickle(root / "meta" / f"{i:04d}.pkl", ho3d_meta(clip.hands, i, opts.K))
@@ -234,12 +246,12 @@ def _plan(opts: WorldOptions) -> list[tuple[str, int]]:
 def _run(opts: WorldOptions, mano: str, out: Path, workers: int, progress: bool) -> list[dict]:
     plan = _plan(opts)
     bar = tqdm(total=len(plan), desc="world clips", unit="clip", disable=not progress)
-    if workers <= 1:
-        _init_worker()
+    if workers <= 1:  # in this process, whose thread settings stay as they are
         records = []
         for kind, i in plan:
             records.append(_task(opts, mano, out, kind, i))
             bar.update()
+        bar.close()
         return records
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         futures = [pool.submit(_task, opts, mano, out, kind, i) for kind, i in plan]
@@ -270,10 +282,14 @@ def _write_tables(opts: WorldOptions, out: Path, records: list[dict]) -> None:
 
 def generate_world(out: str | Path, opts: WorldOptions = WorldOptions(), workers: int = 1,
                    progress: bool = True) -> dict:
-    """Render and write the world under `out`; returns (and writes to world.json) the options, the counts and
-    the rendering speed (frames per second per core: frames over the workers' summed CPU time)."""
+    """Render and write the world under `out` (replacing WORLD_PARTS of an earlier world); returns (and writes to
+    world.json) the options, the counts and the speed of rendering and writing (frames per second per core:
+    frames over the workers' summed CPU time, JPEG / MPEG-4 encoding included)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for part in WORLD_PARTS:  # a world is written whole: nothing of an earlier one may be sharded with it
+        if (out / part).is_dir():
+            shutil.rmtree(out / part)
+    (out / WORLD_FILE).unlink(missing_ok=True)
     (out / MANO_FILE).parent.mkdir(parents=True, exist_ok=True)
     write_synthetic_mano(out / MANO_FILE, 0)
     start = time.perf_counter()
@@ -282,7 +298,7 @@ def generate_world(out: str | Path, opts: WorldOptions = WorldOptions(), workers
     wall = time.perf_counter() - start
     frames = sum(r["frames"] for r in records)
     cpu = sum(r["cpu_s"] for r in records)
-    summary = {"options": to_data(opts), "workers": workers, "frames": frames, "wall_s": round(wall, 2),
+    summary = {"options": to_data(opts), "workers": max(1, workers), "frames": frames, "wall_s": round(wall, 2),
                "frames_per_s": round(frames / wall, 1), "frames_per_s_per_core": round(frames / max(cpu, 1e-9), 1),
                "videos": sum(r["kind"] == "video" for r in records),
                "left_videos": sum(bool(r.get("left")) for r in records),

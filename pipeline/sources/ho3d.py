@@ -69,7 +69,8 @@ def detect_version(root, split_dirs) -> int:
 
 class HO3D(Source):
     """Options: splits (default both present), fps (per-dataset setting; HO-3D publishes none),
-    image_size (default [640, 480], used to clip boxes derived from joints)."""
+    image_size (default [640, 480], used to clip boxes derived from joints), mano_model (a MANO file: training
+    frames also carry the vertices of their MANO fit)."""
 
     Options = HO3DOptions
 
