@@ -24,11 +24,6 @@ FLOOR_NOTE = ("The mean hand: the training sequences' mean articulation and shap
               "the pixels.")
 
 
-def point_rows(finetune_dir: Path) -> list[dict]:
-    """One row per evaluated fine-tuning point: fraction, init, seed and the METRICS."""
-    return collect(finetune_dir, METRICS)
-
-
 def spread(values: list[float]) -> dict[str, float]:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
     if not len(v):
@@ -138,7 +133,7 @@ def _world_lines(out: Path) -> list[str]:
 
 def write_report(out: Path, budget: Any, seconds: dict[str, float]) -> Path:
     """Write OUT/report.md (and OUT/report.json with the same numbers); returns the markdown's path."""
-    rows = point_rows(out / "finetune")
+    rows = collect(out / "finetune", METRICS)
     floor_path = out / BASELINE_FILE
     floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
     table, stats = results_table(rows, budget.label_fraction, floor)

@@ -21,6 +21,7 @@ from pipeline.models.mano_synthetic import synthetic_mano_arrays, write_syntheti
 from pipeline.sampledata.posing import HandModel, Hands, clip_params, random_params
 from pipeline.sampledata.render import draw_hand, hand_skeleton, rotation, texture
 from pipeline.sources.boxes import box_from_keypoints
+from pipeline.sources.doh100 import TRACK_COLUMNS
 
 MANO_FILE = "mano/MANO_RIGHT.pkl"  # the synthetic model every labelled FreiHAND and HO-3D hand is posed with
 FREIHAND_ROOT = 9  # keypoint (middle MCP) that FreiHAND's MANO uv / scale place (toolkit: HandModel.pose_by_root)
@@ -245,7 +246,7 @@ def _video(root: Path, rng, n: int, fps: float, W: int, H: int) -> dict:
     writer = cv2.VideoWriter(str(root / "raw_videos" / f"{VIDEO_ID}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                              (W, H))
     background = texture(rng, H, W)
-    rows = ["video_id,frame,x1,y1,x2,y2,side,score"]
+    rows = [",".join(TRACK_COLUMNS)]
     right_gap, left_gap = set(range(20, 23)), set(range(24, 36))
     boxes = {"right": {}, "left": {}}
     for i in range(n):

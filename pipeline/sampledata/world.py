@@ -36,13 +36,14 @@ from tqdm import tqdm
 from pipeline.atomic import atomic_write_text
 from pipeline.errors import HandclrError
 from pipeline.geometry import project
-from pipeline.models.mano import load_mano
+from pipeline.models.mano import load_mano, tip_vertex_ids
 from pipeline.models.mano_synthetic import write_synthetic_mano
 from pipeline.sampledata.layouts import MANO_FILE, ho3d_meta, write_jpeg, write_pickle
 from pipeline.sampledata.motion import MotionOptions, exposure_times, hand_motion
 from pipeline.sampledata.posing import SHAPE_SIGMA, HandModel, Hands
 from pipeline.sampledata.raster import face_normals, paint_mesh, shade
 from pipeline.sampledata.scene import PALM_LIFT, camera_views, lighting, occluder, scene_image, sensor, skin
+from pipeline.sources.doh100 import TRACK_COLUMNS
 from pipeline.typedconfig import (
     NonNegativeFloat,
     NonNegativeInt,
@@ -59,7 +60,7 @@ from pipeline.typedconfig import (
 # quality. Named so that a new one cannot reuse another's number.
 STREAMS = {"video": 0, "train": 1, "test": 2, "side": 3, "jpeg": 4}
 MARK = np.array([0.0, 255.0, 0.0])  # colour of the label-check mark: the middle fingertip's cap
-MARK_JOINT = 12  # FreiHAND order: middle fingertip (HO-3D tips: a mesh vertex)
+MARK_TIP = 2  # the middle finger in tip_vertex_ids' order: its HO-3D tip vertex is FreiHAND joint 12
 MARK_RADIUS = 0.006  # m: faces with a vertex this close to the tip vertex at rest (big enough to survive JPEG)
 WORLD_FILE = "world.json"
 WORLD_PARTS = ("doh100", "ho3d", "ho3d_test", "mano")
@@ -134,7 +135,7 @@ def render_clip(opts: WorldOptions, mano_path: str, kind: str, index: int, frame
     posed = model.place(pose, shape, place, flat_hand_mean=True, tips="ho3d")
     tone = skin(rng)
     albedo = np.where(palm[:, None], np.minimum(tone * PALM_LIFT, 255), tone)
-    mark_faces = _cap(model, faces, _tip_vertex(posed, MARK_JOINT)) if opts.marks else None
+    mark_faces = _cap(model, faces, tip_vertex_ids("ho3d")[MARK_TIP]) if opts.marks else None
     views = camera_views(rng, scene_image(rng, opts.height, opts.width), label_t, opts.height, opts.width)
     light = lighting(rng, label_t)
     blocker = occluder(rng, opts.height, opts.width) if rng.random() < opts.occluder_share else None
@@ -165,11 +166,6 @@ def world_options_from(seed: int, assignments: list[str]) -> WorldOptions:
     for assignment in assignments:
         apply_override(data, assignment)
     return load(WorldOptions, {**data, "seed": seed}, "world options")
-
-
-def _tip_vertex(hands: Hands, joint: int) -> int:
-    """The mesh vertex that is joint `joint` under the HO-3D tip convention (its joints are those vertices)."""
-    return int(np.argmin(np.linalg.norm(hands.verts[0] - hands.joints[0, joint], axis=1)))
 
 
 def _cap(model: HandModel, faces: np.ndarray, vertex: int) -> np.ndarray:
@@ -271,7 +267,7 @@ def _write_tables(opts: WorldOptions, out: Path, records: list[dict]) -> None:
         atomic_write_text(out / "doh100" / "file" / "meta_100DOH_video.txt", "video_id genre youtube_id frame_rate "
                           "num_frames\n" + "".join(f"{r['id']} world s{opts.seed}v{r['id'][6:10]} {opts.fps:g} "
                                                    f"{r['frames']}\n" for r in videos))
-        atomic_write_text(out / "doh100" / "tracks" / "boxes.csv", "video_id,frame,x1,y1,x2,y2,side,score\n"
+        atomic_write_text(out / "doh100" / "tracks" / "boxes.csv", ",".join(TRACK_COLUMNS) + "\n"
                           + "".join(row + "\n" for r in videos for row in r["rows"]))
     for kind, root in (("train", "ho3d"), ("test", "ho3d_test")):
         seqs = [r for r in records if r["kind"] == kind]
